@@ -1,0 +1,271 @@
+"""Loading the catalog: shipped data first, then user overlays, later layers overriding earlier ones by id."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from flopex.catalog._accelerators import Accelerator, AcceleratorTable
+from flopex.catalog._files import Record, read_csv_records, read_yaml_sections
+from flopex.catalog._hosted import HostedOffer, HostedSpec, price_hosted
+from flopex.catalog._issues import ValidationIssue
+from flopex.catalog._offers import OFFER_COLUMNS, REQUIRED_COLUMNS, Offer, parse_offer
+from flopex.catalog._owned import OwnedServer, owned_offer
+from flopex.catalog._regions import Country, Region, RegionTable
+from flopex.errors import CatalogFileError, did_you_mean
+
+__all__ = ["Catalog", "OfferOrigin", "load_catalog", "overlay_files", "read_overlay"]
+
+_REGION_COLUMNS = tuple(Region.model_fields)
+
+
+@dataclass(frozen=True)
+class OfferOrigin:
+    """Where one version of an offer came from."""
+
+    file: str
+    line: int | None
+    layer: str
+    offer: Offer
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Everything a user can buy, with where each row came from and every problem found on the way."""
+
+    accelerators: AcceleratorTable
+    regions: RegionTable
+    offers: tuple[Offer, ...]
+    hosted: tuple[HostedOffer, ...]
+    history: dict[str, tuple[OfferOrigin, ...]] = field(default_factory=dict)
+    issues: tuple[ValidationIssue, ...] = ()
+
+    def offer(self, offer_id: str) -> Offer | None:
+        return next((o for o in self.offers if o.id == offer_id.lower()), None)
+
+
+@dataclass
+class _Overlay:
+    """What one file contributed: regions, offers (with lines) and problems."""
+
+    regions: list[Region] = field(default_factory=list)
+    offers: list[tuple[Offer, int]] = field(default_factory=list)
+    issues: list[ValidationIssue] = field(default_factory=list)
+
+
+def _data(name: str) -> Path:
+    return Path(str(resources.files("flopex") / "data" / name))
+
+
+def _load_accelerators() -> AcceleratorTable:
+    doc = yaml.safe_load(_data("accelerators.yaml").read_text(encoding="utf-8"))
+    return AcceleratorTable([Accelerator.model_validate(a) for a in doc["accelerators"]])
+
+
+def _load_countries() -> list[Country]:
+    rows = list(csv.DictReader(_data("countries.csv").open(encoding="utf-8")))
+    return [
+        Country.model_validate(
+            {**{k: v for k, v in r.items() if v}, "jurisdictions": tuple(r["jurisdictions"].split())}
+        )
+        for r in rows
+    ]
+
+
+def _issues_from(exc: ValidationError, file: str, record: Record, known: Sequence[str]) -> list[ValidationIssue]:
+    out = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else None
+        line = record.field_lines.get(name or "", record.line)
+        if err["type"] == "extra_forbidden":
+            msg = f"is not a known field.{did_you_mean(name or '', known)}"
+        elif err["type"] == "missing":
+            msg = "is missing."
+        else:
+            msg = f"{err['msg'].rstrip('.')} (got {record.values.get(name or '')!r})."
+        out.append(ValidationIssue(file, line, name, msg))
+    return out
+
+
+def _parse_regions(records: list[Record], file: str, overlay: _Overlay) -> None:
+    for record in records:
+        try:
+            overlay.regions.append(Region.model_validate({k: v for k, v in record.values.items() if v is not None}))
+        except ValidationError as exc:
+            overlay.issues += _issues_from(exc, file, record, _REGION_COLUMNS)
+
+
+def _parse_offers(
+    records: list[Record], file: str, accelerators: AcceleratorTable, regions: RegionTable, overlay: _Overlay
+) -> None:
+    for record in records:
+        parsed = parse_offer(
+            record.values,
+            file=file,
+            line=record.line,
+            field_lines=record.field_lines,
+            accelerators=accelerators,
+            regions=regions,
+        )
+        if isinstance(parsed, Offer):
+            overlay.offers.append((parsed, record.line))
+        else:
+            overlay.issues += parsed
+
+
+def _parse_owned(
+    records: list[Record], file: str, accelerators: AcceleratorTable, regions: RegionTable, overlay: _Overlay
+) -> None:
+    known = tuple(OwnedServer.model_fields)
+    for record in records:
+        try:
+            server = OwnedServer.model_validate(record.values)
+        except ValidationError as exc:
+            overlay.issues += _issues_from(exc, file, record, known)
+            continue
+        acc = accelerators.find(server.accelerator)
+        line = record.field_lines.get("accelerator", record.line)
+        if acc is None:
+            overlay.issues.append(
+                ValidationIssue(file, line, "accelerator", accelerators.unknown_message(server.accelerator))
+            )
+            continue
+        if regions.find(server.provider, server.region) is None:
+            overlay.regions.append(
+                Region(
+                    provider=server.provider,
+                    region=server.region,
+                    country=server.country,
+                    location="owned site",
+                    pue=server.pue,
+                    pue_source=f"owner ({file})",
+                )
+            )
+        try:
+            offer = owned_offer(server, acc, source=f"owned servers in {file}", as_of=date.today())
+        except ValueError as exc:
+            overlay.issues.append(ValidationIssue(file, line, "server_power_kw", str(exc)))
+            continue
+        overlay.offers.append((offer, record.line))
+
+
+def _header_issues(header: list[str], file: str) -> list[ValidationIssue]:
+    issues = []
+    for col in REQUIRED_COLUMNS:
+        if col not in header:
+            hint = did_you_mean(col, [h for h in header if h not in OFFER_COLUMNS])
+            issues.append(ValidationIssue(file, 1, col, f"required column is missing.{hint} Every row lacks it."))
+    for col in header:
+        if col not in OFFER_COLUMNS:
+            issues.append(
+                ValidationIssue(file, 1, col, f"unknown column, ignored.{did_you_mean(col, OFFER_COLUMNS)}", "warning")
+            )
+    return issues
+
+
+def read_overlay(path: Path, accelerators: AcceleratorTable, regions: RegionTable) -> _Overlay:
+    """Regions, offers and owned servers of one overlay file (CSV or YAML), with every problem found."""
+    file = str(path)
+    overlay = _Overlay()
+    if path.suffix.lower() == ".csv":
+        header, records = read_csv_records(path)
+        if "instance_type" not in header and "country" in header:
+            _parse_regions(records, file, overlay)
+            return overlay
+        overlay.issues += _header_issues(header, file)
+        _parse_offers(records, file, accelerators, regions, overlay)
+        return overlay
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        raise CatalogFileError(f"{file}: flopex reads .csv, .yaml and .yml catalog files. Rename it or convert it.")
+    sections, unknown = read_yaml_sections(path, ("regions", "offers", "owned"))
+    overlay.issues += [
+        ValidationIssue(
+            file, None, key, f"unknown section, ignored.{did_you_mean(key, ('regions', 'offers', 'owned'))}", "warning"
+        )
+        for key in unknown
+    ]
+    _parse_regions(sections["regions"], file, overlay)
+    table = _with_regions(regions, overlay.regions)
+    _parse_owned(sections["owned"], file, accelerators, table, overlay)
+    table = _with_regions(table, overlay.regions)
+    _parse_offers(sections["offers"], file, accelerators, table, overlay)
+    return overlay
+
+
+def _with_regions(table: RegionTable, regions: list[Region]) -> RegionTable:
+    for region in regions:
+        table = table.with_region(region)
+    return table
+
+
+def overlay_files(paths: Sequence[Path]) -> list[Path]:
+    """Files named directly, and the .csv/.yaml/.yml files inside named folders (sorted by name)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".yaml", ".yml"))
+        else:
+            out.append(path)
+    return out
+
+
+def _load_hosted() -> tuple[list[HostedOffer], list[ValidationIssue]]:
+    path = _data("hosted.yaml")
+    sections, _ = read_yaml_sections(path, ("hosted",))
+    specs = [(HostedSpec.model_validate(r.values), r.line) for r in sections["hosted"]]
+    return price_hosted(specs, "flopex/data/hosted.yaml")
+
+
+def load_catalog(overlays: Sequence[Path] = (), *, layer_names: Sequence[str] | None = None) -> Catalog:
+    """The shipped catalog with `overlays` applied in order. Bad rows become issues; the rest still loads."""
+    accelerators = _load_accelerators()
+    shipped_regions = [
+        Region.model_validate({k: v for k, v in r.items() if v})
+        for r in csv.DictReader(_data("regions.csv").open(encoding="utf-8"))
+    ]
+    regions = RegionTable(shipped_regions, _load_countries())
+    issues: list[ValidationIssue] = []
+    history: dict[str, list[OfferOrigin]] = {}
+    chosen: dict[str, Offer] = {}
+    files = [(_data("offers.csv"), "shipped")] + [
+        (p, (layer_names[i] if layer_names else "overlay")) for i, p in enumerate(overlays)
+    ]
+    for path, layer in files:
+        overlay = read_overlay(path, accelerators, regions)
+        regions = _with_regions(regions, overlay.regions)
+        issues += overlay.issues
+        seen: dict[str, int] = {}
+        for offer, line in overlay.offers:
+            if offer.id in seen:
+                issues.append(
+                    ValidationIssue(
+                        str(path),
+                        line,
+                        "id",
+                        f"duplicate offer id {offer.id!r}, first defined on line {seen[offer.id]}; this row is "
+                        "ignored. To fix: remove one, or give them different zone, market or id.",
+                    )
+                )
+                continue
+            seen[offer.id] = line
+            name = "shipped" if layer == "shipped" else str(path)
+            history.setdefault(offer.id, []).append(
+                OfferOrigin(name if layer != "shipped" else "flopex/data/offers.csv", line, layer, offer)
+            )
+            chosen[offer.id] = offer
+    hosted, hosted_issues = _load_hosted()
+    return Catalog(
+        accelerators=accelerators,
+        regions=regions,
+        offers=tuple(chosen.values()),
+        hosted=tuple(hosted),
+        history={k: tuple(v) for k, v in history.items()},
+        issues=tuple(issues + hosted_issues),
+    )

@@ -1,0 +1,38 @@
+"""The root `flopex` command and its groups."""
+
+from __future__ import annotations
+
+import typer
+
+from flopex import __version__
+from flopex.cli._catalog import catalog_app
+from flopex.cli._hardware import hardware_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="flopex",
+    help="A broker for AI compute: quote, plan, simulate and route workloads across every offer you can buy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(hardware_app, name="hardware")
+app.add_typer(catalog_app, name="catalog")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"flopex {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """flopex: quote, plan, simulate and route AI compute."""
+
+
+def main() -> None:
+    app()

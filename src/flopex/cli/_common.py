@@ -1,0 +1,89 @@
+"""What every command shares: consoles, the catalog loaded from the user's layers, error reporting."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import platformdirs
+import typer
+from rich.console import Console
+
+from flopex.catalog import Catalog, load_catalog, overlay_files
+from flopex.errors import FlopexError, did_you_mean
+
+__all__ = [
+    "CatalogOption",
+    "JsonOption",
+    "catalog_for",
+    "choose",
+    "err_console",
+    "fail",
+    "out_console",
+    "print_json",
+    "user_catalog_dir",
+]
+
+out_console = Console()
+err_console = Console(stderr=True)
+
+CatalogOption = Annotated[
+    list[Path] | None,
+    typer.Option("--catalog", help="Extra catalog file or folder (CSV or YAML); repeatable. Applied last."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs instead of a table.")]
+
+
+def user_catalog_dir() -> Path:
+    """The overlay folder: $FLOPEX_CONFIG_DIR/catalog, else the XDG config folder's flopex/catalog."""
+    base = os.environ.get("FLOPEX_CONFIG_DIR") or platformdirs.user_config_dir("flopex")
+    return Path(base) / "catalog"
+
+
+def fail(message: str) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def choose(value: str, options: Sequence[str], flag: str) -> str:
+    """`value` if it is one of `options` (case-insensitive), else a clear error naming the closest."""
+    for option in options:
+        if option.lower() == value.lower():
+            return option
+    fail(f"{flag} {value!r} is not valid.{did_you_mean(value, options)} Choose from: {', '.join(options)}.")
+
+
+def catalog_for(extra: Sequence[Path] | None, *, quiet: bool = False) -> Catalog:
+    """Shipped data, then the user's overlay folder, then FLOPEX_CATALOG, then --catalog, reporting problems."""
+    paths: list[Path] = []
+    folder = user_catalog_dir()
+    if folder.is_dir():
+        paths += overlay_files([folder])
+    env = os.environ.get("FLOPEX_CATALOG")
+    if env:
+        paths += overlay_files([Path(p) for p in env.split(os.pathsep) if p])
+    paths += overlay_files(list(extra or []))
+    try:
+        catalog = load_catalog(paths)
+    except FlopexError as exc:
+        fail(str(exc))
+    if catalog.issues and not quiet:
+        errors = [i for i in catalog.issues if i.severity == "error"]
+        for issue in catalog.issues[:5]:
+            err_console.print(f"[yellow]warning:[/] {issue}", highlight=False, soft_wrap=True)
+        if len(catalog.issues) > 5:
+            err_console.print(f"[yellow]warning:[/] ... and {len(catalog.issues) - 5} more.", highlight=False)
+        if errors:
+            err_console.print(
+                f"[yellow]{len(errors)} row(s) skipped; everything else loaded. "
+                "See them all with `flopex catalog validate FILE`.[/]",
+                highlight=False,
+            )
+    return catalog
+
+
+def print_json(data: Any) -> None:
+    out_console.print_json(json.dumps(data, default=str))

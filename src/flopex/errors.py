@@ -1,0 +1,74 @@
+"""Errors raised by flopex.
+
+Every message says what failed, how to fix it and, where there is one, the closest valid value.
+
+    FlopexError
+    ├── CatalogError
+    │   ├── UnknownAcceleratorError
+    │   ├── UnknownRegionError
+    │   ├── UnknownOfferError
+    │   └── CatalogFileError       (a file that cannot be read at all; row problems are ValidationIssues)
+    └── ImportFormatError          (a foreign catalog file flopex cannot import)
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "CatalogError",
+    "CatalogFileError",
+    "FlopexError",
+    "ImportFormatError",
+    "UnknownAcceleratorError",
+    "UnknownOfferError",
+    "UnknownRegionError",
+    "closest",
+    "did_you_mean",
+]
+
+
+class FlopexError(Exception):
+    """Base of every error flopex raises on purpose."""
+
+
+class CatalogError(FlopexError):
+    """Something about accelerators, offers or regions is wrong."""
+
+
+class UnknownAcceleratorError(CatalogError):
+    pass
+
+
+class UnknownRegionError(CatalogError):
+    pass
+
+
+class UnknownOfferError(CatalogError):
+    pass
+
+
+class CatalogFileError(CatalogError):
+    pass
+
+
+class ImportFormatError(FlopexError):
+    pass
+
+
+def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates nearest to `word`, compared case-insensitively, best first."""
+    pool = list(dict.fromkeys(candidates))
+    by_lower = {c.lower(): c for c in pool}
+    hits = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.5)
+    prefix = [c for c in pool if c.lower().startswith(word.lower()) and c.lower() not in hits]
+    return [by_lower[h] for h in hits] + prefix[: max(0, n - len(hits))]
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """' Did you mean X or Y?' or an empty string when nothing is close."""
+    near = closest(word, candidates)
+    if not near:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in near) + "?"
