@@ -62,8 +62,9 @@ def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     pool = list(dict.fromkeys(candidates))
     by_lower = {c.lower(): c for c in pool}
     hits = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.5)
-    prefix = [c for c in pool if c.lower().startswith(word.lower()) and c.lower() not in hits]
-    return [by_lower[h] for h in hits] + prefix[: max(0, n - len(hits))]
+    w = word.lower()
+    contained = [c for c in pool if c.lower() not in hits and len(c) >= 3 and (w in c.lower() or c.lower() in w)]
+    return ([by_lower[h] for h in hits] + contained)[:n]
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

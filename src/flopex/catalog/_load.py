@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -64,13 +65,17 @@ def _data(name: str) -> Path:
     return Path(str(resources.files("flopex") / "data" / name))
 
 
+def _csv_dicts(name: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(_data(name).read_text(encoding="utf-8"))))
+
+
 def _load_accelerators() -> AcceleratorTable:
     doc = yaml.safe_load(_data("accelerators.yaml").read_text(encoding="utf-8"))
     return AcceleratorTable([Accelerator.model_validate(a) for a in doc["accelerators"]])
 
 
 def _load_countries() -> list[Country]:
-    rows = list(csv.DictReader(_data("countries.csv").open(encoding="utf-8")))
+    rows = _csv_dicts("countries.csv")
     return [
         Country.model_validate(
             {**{k: v for k, v in r.items() if v}, "jurisdictions": tuple(r["jurisdictions"].split())}
@@ -138,16 +143,16 @@ def _parse_owned(
             )
             continue
         if regions.find(server.provider, server.region) is None:
-            overlay.regions.append(
-                Region(
-                    provider=server.provider,
-                    region=server.region,
-                    country=server.country,
-                    location="owned site",
-                    pue=server.pue,
-                    pue_source=f"owner ({file})",
-                )
+            site = Region(
+                provider=server.provider,
+                region=server.region,
+                country=server.country,
+                location="owned site",
+                pue=server.pue,
+                pue_source=f"owner ({file})",
             )
+            overlay.regions.append(site)
+            regions = regions.with_region(site)
         try:
             offer = owned_offer(server, acc, source=f"owned servers in {file}", as_of=date.today())
         except ValueError as exc:
@@ -226,10 +231,7 @@ def _load_hosted() -> tuple[list[HostedOffer], list[ValidationIssue]]:
 def load_catalog(overlays: Sequence[Path] = (), *, layer_names: Sequence[str] | None = None) -> Catalog:
     """The shipped catalog with `overlays` applied in order. Bad rows become issues; the rest still loads."""
     accelerators = _load_accelerators()
-    shipped_regions = [
-        Region.model_validate({k: v for k, v in r.items() if v})
-        for r in csv.DictReader(_data("regions.csv").open(encoding="utf-8"))
-    ]
+    shipped_regions = [Region.model_validate({k: v for k, v in r.items() if v}) for r in _csv_dicts("regions.csv")]
     regions = RegionTable(shipped_regions, _load_countries())
     issues: list[ValidationIssue] = []
     history: dict[str, list[OfferOrigin]] = {}
