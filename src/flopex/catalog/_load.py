@@ -175,8 +175,30 @@ def _header_issues(header: list[str], file: str) -> list[ValidationIssue]:
     return issues
 
 
+def _drop_duplicates(overlay: _Overlay, file: str) -> _Overlay:
+    """Keep the first row of each offer id in one file; report the others with both lines."""
+    seen: dict[str, int] = {}
+    kept: list[tuple[Offer, int]] = []
+    for offer, line in overlay.offers:
+        if offer.id in seen:
+            message = (
+                f"duplicate offer id {offer.id!r}, first defined on line {seen[offer.id]}; this row is ignored. "
+                "To fix: remove one, or give them a different zone, market or id."
+            )
+            overlay.issues.append(ValidationIssue(file, line, "id", message))
+            continue
+        seen[offer.id] = line
+        kept.append((offer, line))
+    overlay.offers = kept
+    return overlay
+
+
 def read_overlay(path: Path, accelerators: AcceleratorTable, regions: RegionTable) -> _Overlay:
     """Regions, offers and owned servers of one overlay file (CSV or YAML), with every problem found."""
+    return _drop_duplicates(_read_overlay(path, accelerators, regions), str(path))
+
+
+def _read_overlay(path: Path, accelerators: AcceleratorTable, regions: RegionTable) -> _Overlay:
     file = str(path)
     overlay = _Overlay()
     if path.suffix.lower() == ".csv":
@@ -229,7 +251,10 @@ def _load_hosted() -> tuple[list[HostedOffer], list[ValidationIssue]]:
 
 
 def load_catalog(overlays: Sequence[Path] = (), *, layer_names: Sequence[str] | None = None) -> Catalog:
-    """The shipped catalog with `overlays` applied in order. Bad rows become issues; the rest still loads."""
+    """The shipped catalog with `overlays` applied in order. Bad rows become issues; the rest still loads.
+
+    `layer_names` labels each overlay (e.g. "user folder", "--catalog") in the offers' history.
+    """
     accelerators = _load_accelerators()
     shipped_regions = [Region.model_validate({k: v for k, v in r.items() if v}) for r in _csv_dicts("regions.csv")]
     regions = RegionTable(shipped_regions, _load_countries())
@@ -243,24 +268,9 @@ def load_catalog(overlays: Sequence[Path] = (), *, layer_names: Sequence[str] | 
         overlay = read_overlay(path, accelerators, regions)
         regions = _with_regions(regions, overlay.regions)
         issues += overlay.issues
-        seen: dict[str, int] = {}
         for offer, line in overlay.offers:
-            if offer.id in seen:
-                issues.append(
-                    ValidationIssue(
-                        str(path),
-                        line,
-                        "id",
-                        f"duplicate offer id {offer.id!r}, first defined on line {seen[offer.id]}; this row is "
-                        "ignored. To fix: remove one, or give them different zone, market or id.",
-                    )
-                )
-                continue
-            seen[offer.id] = line
-            name = "shipped" if layer == "shipped" else str(path)
-            history.setdefault(offer.id, []).append(
-                OfferOrigin(name if layer != "shipped" else "flopex/data/offers.csv", line, layer, offer)
-            )
+            shown = "flopex/data/offers.csv" if layer == "shipped" else str(path)
+            history.setdefault(offer.id, []).append(OfferOrigin(shown, line, layer, offer))
             chosen[offer.id] = offer
     hosted, hosted_issues = _load_hosted()
     return Catalog(

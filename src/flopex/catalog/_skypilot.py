@@ -269,6 +269,14 @@ def _join_gcp(rows: list[_Row], imp: _Importer) -> None:
 
         price = _host_plus_gpus(row.price, gpu.price if gpu else None, per_gpu.price if per_gpu else None, n)
         spot = _host_plus_gpus(row.spot, gpu.spot if gpu else None, per_gpu.spot if per_gpu else None, n)
+        bad = [r for r in (gpu, per_gpu) if r and r.spot is not None and r.price is not None and r.spot > r.price]
+        if bad:
+            imp.drop(
+                bad[0].line,
+                "spot price above on-demand",
+                f"{bad[0].acc_name} GPU row in {row.zone or row.region}: spot {bad[0].spot} > {bad[0].price}",
+            )
+            spot = None
         used.update(r.line for r in (gpu, per_gpu) if r is not None)
         imp.emit(row, acc, row.instance, n, price, spot)
     for r in gpu_rows.values():

@@ -79,7 +79,7 @@ def _explain(catalog: Catalog, offer_id: str) -> None:
         )
     table = Table(title=f"Where {offer_id} comes from (later layers override earlier ones)", header_style="bold")
     for col in ("#", "layer", "file:line", "$/inst-h", "source", "as of", "in effect"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for i, origin in enumerate(history, 1):
         o = origin.offer
         table.add_row(

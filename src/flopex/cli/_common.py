@@ -58,16 +58,16 @@ def choose(value: str, options: Sequence[str], flag: str) -> str:
 
 def catalog_for(extra: Sequence[Path] | None, *, quiet: bool = False) -> Catalog:
     """Shipped data, then the user's overlay folder, then FLOPEX_CATALOG, then --catalog, reporting problems."""
-    paths: list[Path] = []
+    layers: list[tuple[Path, str]] = []
     folder = user_catalog_dir()
     if folder.is_dir():
-        paths += overlay_files([folder])
+        layers += [(p, "user folder") for p in overlay_files([folder])]
     env = os.environ.get("FLOPEX_CATALOG")
     if env:
-        paths += overlay_files([Path(p) for p in env.split(os.pathsep) if p])
-    paths += overlay_files(list(extra or []))
+        layers += [(p, "FLOPEX_CATALOG") for p in overlay_files([Path(p) for p in env.split(os.pathsep) if p])]
+    layers += [(p, "--catalog") for p in overlay_files(list(extra or []))]
     try:
-        catalog = load_catalog(paths)
+        catalog = load_catalog([p for p, _ in layers], layer_names=[name for _, name in layers])
     except FlopexError as exc:
         fail(str(exc))
     if catalog.issues and not quiet:
