@@ -64,7 +64,7 @@ def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     hits = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.5)
     w = word.lower()
     contained = [c for c in pool if c.lower() not in hits and len(c) >= 3 and (w in c.lower() or c.lower() in w)]
-    return ([by_lower[h] for h in hits] + contained)[:n]
+    return (contained + [by_lower[h] for h in hits])[:n]
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

@@ -76,6 +76,7 @@ def test_validate_lists_every_problem_and_fails() -> None:
     for line in (3, 4, 5, 6, 7, 8, 9, 10):
         assert f"bad-offers.csv:{line}" in out
     assert "1 offer(s)" in out
+    assert "bad-offers.csv:3 [accelerator]" in out and "'H100-SXM'" in out  # field shown, closest id suggested
 
 
 def test_validate_a_good_file_passes(tmp_path: Path) -> None:

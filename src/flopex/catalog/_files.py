@@ -30,7 +30,7 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise CatalogFileError(
-            f"{path}: no such file. Check the path, or list overlays with `flopex catalog offers --explain ID`."
+            f"{path}: no such file. Check the path (given by --catalog, FLOPEX_CATALOG or your overlay folder)."
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CatalogFileError(f"{path}: cannot be read ({exc}). Save it as UTF-8 text.") from None

@@ -207,7 +207,10 @@ def _read_overlay(path: Path, accelerators: AcceleratorTable, regions: RegionTab
             _parse_regions(records, file, overlay)
             return overlay
         overlay.issues += _header_issues(header, file)
-        _parse_offers(records, file, accelerators, regions, overlay)
+        known = [
+            Record({k: v for k, v in r.values.items() if k in OFFER_COLUMNS}, r.line, r.field_lines) for r in records
+        ]
+        _parse_offers(known, file, accelerators, regions, overlay)
         return overlay
     if path.suffix.lower() not in (".yaml", ".yml"):
         raise CatalogFileError(f"{file}: flopex reads .csv, .yaml and .yml catalog files. Rename it or convert it.")

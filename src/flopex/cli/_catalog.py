@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flopex.catalog import (
@@ -294,13 +295,15 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Overlay files (CS
         try:
             overlay = read_overlay(path, base.accelerators, base.regions)
         except FlopexError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             problems += 1
             continue
         for issue in overlay.issues:
             style = "red" if issue.severity == "error" else "yellow"
             out_console.print(
-                f"[{style}]{issue.severity}[/] {issue.where}: {issue.message}", highlight=False, soft_wrap=True
+                f"[{style}]{issue.severity}[/] {escape(issue.where)}: {escape(issue.message)}",
+                highlight=False,
+                soft_wrap=True,
             )
         errors = sum(1 for i in overlay.issues if i.severity == "error")
         problems += errors

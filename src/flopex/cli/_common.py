@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn
 import platformdirs
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from flopex.catalog import Catalog, load_catalog, overlay_files
 from flopex.errors import FlopexError, did_you_mean
@@ -44,7 +45,7 @@ def user_catalog_dir() -> Path:
 
 
 def fail(message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -73,7 +74,7 @@ def catalog_for(extra: Sequence[Path] | None, *, quiet: bool = False) -> Catalog
     if catalog.issues and not quiet:
         errors = [i for i in catalog.issues if i.severity == "error"]
         for issue in catalog.issues[:5]:
-            err_console.print(f"[yellow]warning:[/] {issue}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]warning:[/] {escape(str(issue))}", highlight=False, soft_wrap=True)
         if len(catalog.issues) > 5:
             err_console.print(f"[yellow]warning:[/] ... and {len(catalog.issues) - 5} more.", highlight=False)
         if errors:
