@@ -79,7 +79,7 @@ def test_validate_lists_every_problem_and_fails() -> None:
     assert "bad-offers.csv:3 [accelerator]" in out and "'H100-SXM'" in out  # field shown, closest id suggested
 
 
-def test_validate_a_good_file_passes(tmp_path: Path) -> None:
+def test_validate_reports_an_owned_server_it_cannot_price() -> None:
     code, out = run("catalog", "validate", str(FIXTURES / "overlays" / "negotiated.yaml"))
     assert code == 1  # the TPU server without server_power_kw
     assert "server_power_kw" in out

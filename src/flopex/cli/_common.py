@@ -74,9 +74,9 @@ def catalog_for(extra: Sequence[Path] | None, *, quiet: bool = False) -> Catalog
     if catalog.issues and not quiet:
         errors = [i for i in catalog.issues if i.severity == "error"]
         for issue in catalog.issues[:5]:
-            err_console.print(f"[yellow]warning:[/] {escape(str(issue))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]catalog:[/] {escape(str(issue))}", highlight=False, soft_wrap=True)
         if len(catalog.issues) > 5:
-            err_console.print(f"[yellow]warning:[/] ... and {len(catalog.issues) - 5} more.", highlight=False)
+            err_console.print(f"[yellow]catalog:[/] ... and {len(catalog.issues) - 5} more.", highlight=False)
         if errors:
             err_console.print(
                 f"[yellow]{len(errors)} row(s) skipped; everything else loaded. "
