@@ -5,7 +5,7 @@ from __future__ import annotations
 from flopex.catalog._accelerators import PRECISIONS, Accelerator, AcceleratorTable, Precision
 from flopex.catalog._hosted import HostedOffer
 from flopex.catalog._issues import ValidationIssue
-from flopex.catalog._load import Catalog, OfferOrigin, load_catalog, overlay_files, read_overlay
+from flopex.catalog._load import Catalog, OfferOrigin, load_accelerators, load_catalog, overlay_files, read_overlay
 from flopex.catalog._offers import MARKETS, OFFER_COLUMNS, Market, Offer, offer_id, parse_offer
 from flopex.catalog._owned import OwnedCost, OwnedServer, owned_cost
 from flopex.catalog._query import SORT_KEYS, OfferQuery, SortKey, select_offers, sort_value
@@ -38,6 +38,7 @@ __all__ = [
     "SortKey",
     "ValidationIssue",
     "import_skypilot",
+    "load_accelerators",
     "load_catalog",
     "offer_id",
     "overlay_files",

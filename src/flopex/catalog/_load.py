@@ -16,13 +16,13 @@ from pydantic import ValidationError
 from flopex.catalog._accelerators import Accelerator, AcceleratorTable
 from flopex.catalog._files import Record, read_csv_records, read_yaml_sections
 from flopex.catalog._hosted import HostedOffer, HostedSpec, price_hosted
-from flopex.catalog._issues import ValidationIssue
+from flopex.catalog._issues import ValidationIssue, issues_from_validation
 from flopex.catalog._offers import OFFER_COLUMNS, REQUIRED_COLUMNS, Offer, parse_offer
 from flopex.catalog._owned import OwnedServer, owned_offer
 from flopex.catalog._regions import Country, Region, RegionTable
 from flopex.errors import CatalogFileError, did_you_mean
 
-__all__ = ["Catalog", "OfferOrigin", "load_catalog", "overlay_files", "read_overlay"]
+__all__ = ["Catalog", "OfferOrigin", "load_accelerators", "load_catalog", "overlay_files", "read_overlay"]
 
 _REGION_COLUMNS = tuple(Region.model_fields)
 
@@ -65,17 +65,14 @@ def _data(name: str) -> Path:
     return Path(str(resources.files("flopex") / "data" / name))
 
 
-def _csv_dicts(name: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(_data(name).read_text(encoding="utf-8"))))
-
-
-def _load_accelerators() -> AcceleratorTable:
+def load_accelerators() -> AcceleratorTable:
+    """The shipped accelerator table (no offers, no prices)."""
     doc = yaml.safe_load(_data("accelerators.yaml").read_text(encoding="utf-8"))
     return AcceleratorTable([Accelerator.model_validate(a) for a in doc["accelerators"]])
 
 
 def _load_countries() -> list[Country]:
-    rows = _csv_dicts("countries.csv")
+    rows = csv.DictReader(io.StringIO(_data("countries.csv").read_text(encoding="utf-8")))
     return [
         Country.model_validate(
             {**{k: v for k, v in r.items() if v}, "jurisdictions": tuple(r["jurisdictions"].split())}
@@ -84,19 +81,10 @@ def _load_countries() -> list[Country]:
     ]
 
 
-def _issues_from(exc: ValidationError, file: str, record: Record, known: Sequence[str]) -> list[ValidationIssue]:
-    out = []
-    for err in exc.errors():
-        name = str(err["loc"][0]) if err["loc"] else None
-        line = record.field_lines.get(name or "", record.line)
-        if err["type"] == "extra_forbidden":
-            msg = f"is not a known field.{did_you_mean(name or '', known)}"
-        elif err["type"] == "missing":
-            msg = "is missing."
-        else:
-            msg = f"{err['msg'].rstrip('.')} (got {record.values.get(name or '')!r})."
-        out.append(ValidationIssue(file, line, name, msg))
-    return out
+def _record_issues(exc: ValidationError, file: str, record: Record, known: Sequence[str]) -> list[ValidationIssue]:
+    return issues_from_validation(
+        exc, file=file, line=record.line, values=record.values, field_lines=record.field_lines, known_fields=known
+    )
 
 
 def _parse_regions(records: list[Record], file: str, overlay: _Overlay) -> None:
@@ -104,7 +92,7 @@ def _parse_regions(records: list[Record], file: str, overlay: _Overlay) -> None:
         try:
             overlay.regions.append(Region.model_validate({k: v for k, v in record.values.items() if v is not None}))
         except ValidationError as exc:
-            overlay.issues += _issues_from(exc, file, record, _REGION_COLUMNS)
+            overlay.issues += _record_issues(exc, file, record, _REGION_COLUMNS)
 
 
 def _parse_offers(
@@ -133,7 +121,7 @@ def _parse_owned(
         try:
             server = OwnedServer.model_validate(record.values)
         except ValidationError as exc:
-            overlay.issues += _issues_from(exc, file, record, known)
+            overlay.issues += _record_issues(exc, file, record, known)
             continue
         acc = accelerators.find(server.accelerator)
         line = record.field_lines.get("accelerator", record.line)
@@ -152,7 +140,7 @@ def _parse_owned(
                 pue_source=f"owner ({file})",
             )
             overlay.regions.append(site)
-            regions = regions.with_region(site)
+            regions = regions.with_regions([site])
         try:
             offer = owned_offer(server, acc, source=f"owned servers in {file}", as_of=date.today())
         except ValueError as exc:
@@ -222,17 +210,9 @@ def _read_overlay(path: Path, accelerators: AcceleratorTable, regions: RegionTab
         for key in unknown
     ]
     _parse_regions(sections["regions"], file, overlay)
-    table = _with_regions(regions, overlay.regions)
-    _parse_owned(sections["owned"], file, accelerators, table, overlay)
-    table = _with_regions(table, overlay.regions)
-    _parse_offers(sections["offers"], file, accelerators, table, overlay)
+    _parse_owned(sections["owned"], file, accelerators, regions.with_regions(overlay.regions), overlay)
+    _parse_offers(sections["offers"], file, accelerators, regions.with_regions(overlay.regions), overlay)
     return overlay
-
-
-def _with_regions(table: RegionTable, regions: list[Region]) -> RegionTable:
-    for region in regions:
-        table = table.with_region(region)
-    return table
 
 
 def overlay_files(paths: Sequence[Path]) -> list[Path]:
@@ -258,10 +238,11 @@ def load_catalog(overlays: Sequence[Path] = (), *, layer_names: Sequence[str] | 
 
     `layer_names` labels each overlay (e.g. "user folder", "--catalog") in the offers' history.
     """
-    accelerators = _load_accelerators()
-    shipped_regions = [Region.model_validate({k: v for k, v in r.items() if v}) for r in _csv_dicts("regions.csv")]
-    regions = RegionTable(shipped_regions, _load_countries())
-    issues: list[ValidationIssue] = []
+    accelerators = load_accelerators()
+    no_regions = RegionTable([], _load_countries())
+    shipped = read_overlay(_data("regions.csv"), accelerators, no_regions)
+    regions = no_regions.with_regions(shipped.regions)
+    issues: list[ValidationIssue] = list(shipped.issues)
     history: dict[str, list[OfferOrigin]] = {}
     chosen: dict[str, Offer] = {}
     files = [(_data("offers.csv"), "shipped")] + [
@@ -269,7 +250,7 @@ def load_catalog(overlays: Sequence[Path] = (), *, layer_names: Sequence[str] | 
     ]
     for path, layer in files:
         overlay = read_overlay(path, accelerators, regions)
-        regions = _with_regions(regions, overlay.regions)
+        regions = regions.with_regions(overlay.regions)
         issues += overlay.issues
         for offer, line in overlay.offers:
             shown = "flopex/data/offers.csv" if layer == "shipped" else str(path)

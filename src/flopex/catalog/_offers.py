@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
 from flopex.catalog._accelerators import Accelerator, AcceleratorTable
-from flopex.catalog._issues import ValidationIssue
+from flopex.catalog._issues import ValidationIssue, issues_from_validation
 from flopex.catalog._regions import RegionTable
 from flopex.errors import did_you_mean
 
@@ -101,34 +101,6 @@ def offer_id(provider: str, region: str, zone: str | None, instance_type: str, m
     return "/".join(re.sub(r"\s+", "-", p.strip().lower()) for p in parts)
 
 
-def _issue(file: str, line: int, field: str | None, message: str) -> ValidationIssue:
-    return ValidationIssue(file, line, field, message)
-
-
-def _pydantic_issues(
-    exc: ValidationError, raw: Mapping[str, Any], file: str, lines: Mapping[str, int], line: int
-) -> list[ValidationIssue]:
-    issues: list[ValidationIssue] = []
-    for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else None
-        if field == "id" and err["type"] == "missing":
-            continue  # derived from provider, region, instance_type and market, which are reported
-        got = raw.get(field) if field else None
-        if err["type"] == "missing":
-            msg = "is missing."
-        elif err["type"] == "extra_forbidden":
-            msg = f"is not a known field.{did_you_mean(field or '', OFFER_COLUMNS)}"
-        elif err["type"] == "literal_error" and field == "market":
-            msg = f"{got!r} is not a market.{did_you_mean(str(got), MARKETS)} Markets: {', '.join(MARKETS)}."
-        else:
-            msg = f"{err['msg'].rstrip('.')} (got {got!r})."
-        hint = _HINTS.get(field or "")
-        if hint and err["type"] not in ("extra_forbidden", "literal_error"):
-            msg += f" To fix: {hint}."
-        issues.append(_issue(file, lines.get(field or "", line), field, msg))
-    return issues
-
-
 def _check_links(
     values: dict[str, Any], accelerators: AcceleratorTable, regions: RegionTable
 ) -> tuple[dict[str, str], Accelerator | None]:
@@ -142,7 +114,7 @@ def _check_links(
             problems["accelerator"] = accelerators.unknown_message(name)
     provider, region = values.get("provider"), values.get("region")
     if isinstance(provider, str) and isinstance(region, str) and regions.find(provider, region) is None:
-        field = "region" if any(r.provider.lower() == provider.lower() for r in regions) else "provider"
+        field = "region" if regions.has_provider(provider) else "provider"
         problems[field] = regions.unknown_message(provider, region)
     return problems, acc
 
@@ -159,12 +131,13 @@ def parse_offer(
     """An `Offer` from one row, or every problem with the row (all of them, not only the first)."""
     lines = field_lines or {}
     values = {k: v for k, v in raw.items() if v is not None and k in OFFER_COLUMNS}
-    extra = [k for k in raw if k not in OFFER_COLUMNS and k != "derivation"]
+    extra = [k for k in raw if k not in OFFER_COLUMNS]
     issues = [
-        _issue(file, lines.get(k, line), k, f"is not a known field.{did_you_mean(k, OFFER_COLUMNS)}") for k in extra
+        ValidationIssue(file, lines.get(k, line), k, f"is not a known field.{did_you_mean(k, OFFER_COLUMNS)}")
+        for k in extra
     ]
     problems, acc = _check_links(values, accelerators, regions)
-    issues += [_issue(file, lines.get(f, line), f, msg) for f, msg in problems.items()]
+    issues += [ValidationIssue(file, lines.get(f, line), f, msg) for f, msg in problems.items()]
     if acc is not None:
         values["accelerator"] = acc.id
     if isinstance(values.get("provider"), str) and isinstance(values.get("region"), str):
@@ -173,7 +146,7 @@ def parse_offer(
             values["provider"], values["region"] = known.provider, known.region
     if values.get("interruption_rate") is not None and values.get("market") not in (None, "spot"):
         issues.append(
-            _issue(
+            ValidationIssue(
                 file,
                 lines.get("interruption_rate", line),
                 "interruption_rate",
@@ -184,11 +157,19 @@ def parse_offer(
         parts = [values.get(k) for k in ("provider", "region", "instance_type", "market")]
         if all(isinstance(p, str) for p in parts):
             values["id"] = offer_id(str(parts[0]), str(parts[1]), values.get("zone"), str(parts[2]), str(parts[3]))
-    if "derivation" in raw:
-        values["derivation"] = raw["derivation"]
     try:
         offer = Offer.model_validate(values)
     except ValidationError as exc:
-        issues += _pydantic_issues(exc, raw, file, lines, line)
+        issues += issues_from_validation(
+            exc,
+            file=file,
+            line=line,
+            values=raw,
+            field_lines=lines,
+            known_fields=OFFER_COLUMNS,
+            choices={"market": MARKETS},
+            hints=_HINTS,
+            derived={"id"},
+        )
         return issues
     return issues or offer

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Literal
@@ -60,10 +60,9 @@ class GridIntensity:
 class RegionTable:
     """Regions by (provider, region), matched case-insensitively, with country and world fallbacks."""
 
-    def __init__(self, regions: list[Region], countries: list[Country]) -> None:
-        self._regions: dict[tuple[str, str], Region] = {}
-        for region in regions:
-            self._regions[(region.provider.lower(), region.region.lower())] = region
+    def __init__(self, regions: Iterable[Region], countries: Iterable[Country]) -> None:
+        self._regions = {(r.provider.lower(), r.region.lower()): r for r in regions}
+        self._providers = {provider for provider, _ in self._regions}
         self._countries = {c.country.upper(): c for c in countries}
         if "WORLD" not in self._countries:
             raise ValueError("the country table needs a WORLD row (the last-resort grid intensity)")
@@ -74,13 +73,16 @@ class RegionTable:
     def __len__(self) -> int:
         return len(self._regions)
 
-    def with_region(self, region: Region) -> RegionTable:
-        """A new table with `region` added or replaced."""
-        return RegionTable([*self._regions.values(), region], list(self._countries.values()))
+    def with_regions(self, regions: Iterable[Region]) -> RegionTable:
+        """A new table with `regions` added (replacing any with the same provider and name)."""
+        return RegionTable([*self._regions.values(), *regions], self._countries.values())
 
     @property
     def providers(self) -> list[str]:
         return sorted({r.provider for r in self._regions.values()})
+
+    def has_provider(self, provider: str) -> bool:
+        return provider.lower() in self._providers
 
     def find(self, provider: str, region: str) -> Region | None:
         return self._regions.get((provider.lower(), region.lower()))
@@ -93,7 +95,7 @@ class RegionTable:
 
     def unknown_message(self, provider: str, region: str) -> str:
         known = [r.region for r in self._regions.values() if r.provider.lower() == provider.lower()]
-        if not known:
+        if not self.has_provider(provider):
             hint = did_you_mean(provider, self.providers)
             return (
                 f"unknown provider {provider!r}.{hint} To fix: use a known provider, or declare the provider's "

@@ -6,7 +6,7 @@ import csv
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.markup import escape
@@ -19,6 +19,7 @@ from flopex.catalog import (
     Catalog,
     Offer,
     OfferQuery,
+    SkyPilotImport,
     SortKey,
     import_skypilot,
     load_catalog,
@@ -161,11 +162,7 @@ def offers(
 
 
 def _sort_key(value: str) -> SortKey:
-    chosen = choose(value, SORT_KEYS, "--sort")
-    for key in ("price", "price-per-accelerator", "price-per-tflops", "price-per-tb-s"):
-        if key == chosen:
-            return key
-    raise AssertionError(chosen)
+    return cast(SortKey, choose(value, SORT_KEYS, "--sort"))
 
 
 def _check_filters(catalog: Catalog, query: OfferQuery) -> None:
@@ -346,7 +343,7 @@ def import_skypilot_cmd(
         _import_report(path, target, result, verbose)
 
 
-def _import_report(path: Path, target: Path, result: Any, verbose: bool) -> None:
+def _import_report(path: Path, target: Path, result: SkyPilotImport, verbose: bool) -> None:
     out_console.print(
         f"{path}: imported {len(result.offers)} offer(s) into {target}"
         + (f" (+{len(result.regions)} new region(s), carbon falls back to the world mean)" if result.regions else ""),

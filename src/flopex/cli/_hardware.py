@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flopex.catalog import PRECISIONS, Accelerator, AcceleratorTable, load_catalog
+from flopex.catalog import PRECISIONS, Accelerator, load_accelerators
 from flopex.cli._common import JsonOption, fail, out_console, print_json
 from flopex.errors import UnknownAcceleratorError
 
@@ -18,10 +18,6 @@ hardware_app = typer.Typer(
 )
 
 
-def _accelerators() -> AcceleratorTable:
-    return load_catalog().accelerators
-
-
 def _fmt(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:,.4g}{unit}"
 
@@ -29,7 +25,7 @@ def _fmt(value: float | None, unit: str = "") -> str:
 @hardware_app.command("list")
 def list_(json: JsonOption = False) -> None:
     """Every accelerator: memory, bandwidth, dense peaks per precision, power and scale-up domain."""
-    accs = list(_accelerators().values())
+    accs = list(load_accelerators().values())
     if json:
         print_json([a.model_dump(mode="json") for a in accs])
         return
@@ -84,7 +80,7 @@ def show(
 ) -> None:
     """One accelerator in full, with its sources."""
     try:
-        acc = _accelerators().resolve(accelerator)
+        acc = load_accelerators().resolve(accelerator)
     except UnknownAcceleratorError as exc:
         fail(str(exc))
     if json:
