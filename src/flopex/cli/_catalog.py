@@ -93,13 +93,13 @@ def _explain(catalog: Catalog, offer_id: str) -> None:
             str(o.as_of),
             "yes" if i == len(history) else "overridden",
         )
-    out_console.print(table)
+    out_console().print(table)
     final = history[-1].offer
     if final.derivation:
-        out_console.print(final.derivation, highlight=False)
+        out_console().print(final.derivation, highlight=False)
     region = catalog.regions.resolve(final.provider, final.region)
     grid = catalog.regions.grid(region)
-    out_console.print(
+    out_console().print(
         f"region {region.provider}/{region.region} ({region.location or '?'}, {region.country or 'country unknown'}): "
         f"grid {grid.gco2e_per_kwh:g} gCO2e/kWh [{grid.dataset} {grid.year or ''}] {grid.note}; "
         f"PUE {region.pue:g} ({region.pue_source})",
@@ -158,7 +158,7 @@ def offers(
                 ["" if data[c] is None else data[c] for c in OFFER_COLUMNS] + [f"{o.price_per_accelerator_hour:.6g}"]
             )
     else:
-        out_console.print(_offers_table(catalog, chosen, query.sort, wide))
+        out_console().print(_offers_table(catalog, chosen, query.sort, wide))
 
 
 def _sort_key(value: str) -> SortKey:
@@ -255,7 +255,7 @@ def regions(
             f"{g.dataset} {g.year or ''}".strip(),
             f"{r.pue:g}",
         )
-    out_console.print(table)
+    out_console().print(table)
 
 
 @catalog_app.command("hosted")
@@ -280,7 +280,7 @@ def hosted(
         table.add_row(
             h.model, h.provider, h.provider_model, f"{h.input_usd_per_mtok:.3f}", f"{h.output_usd_per_mtok:.3f}", speed
         )
-    out_console.print(table)
+    out_console().print(table)
 
 
 @catalog_app.command("validate")
@@ -292,19 +292,19 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Overlay files (CS
         try:
             overlay = read_overlay(path, base.accelerators, base.regions)
         except FlopexError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err_console().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             problems += 1
             continue
         for issue in overlay.issues:
             style = "red" if issue.severity == "error" else "yellow"
-            out_console.print(
+            out_console().print(
                 f"[{style}]{issue.severity}[/] {escape(issue.where)}: {escape(issue.message)}",
                 highlight=False,
                 soft_wrap=True,
             )
         errors = sum(1 for i in overlay.issues if i.severity == "error")
         problems += errors
-        out_console.print(
+        out_console().print(
             f"{path}: {len(overlay.offers)} offer(s) and {len(overlay.regions)} region(s) valid, {errors} error(s).",
             highlight=False,
         )
@@ -344,7 +344,7 @@ def import_skypilot_cmd(
 
 
 def _import_report(path: Path, target: Path, result: SkyPilotImport, verbose: bool) -> None:
-    out_console.print(
+    out_console().print(
         f"{path}: imported {len(result.offers)} offer(s) into {target}"
         + (f" (+{len(result.regions)} new region(s), carbon falls back to the world mean)" if result.regions else ""),
         highlight=False,
@@ -355,11 +355,11 @@ def _import_report(path: Path, target: Path, result: SkyPilotImport, verbose: bo
         table.add_column("rows", justify="right")
         for reason, n in result.dropped_by_reason.most_common():
             table.add_row(reason, str(n))
-        out_console.print(table)
+        out_console().print(table)
     for note, n in result.notes.items():
-        out_console.print(f"note: {note} ({n} row(s))", highlight=False)
+        out_console().print(f"note: {note} ({n} row(s))", highlight=False)
     if verbose:
         for d in result.dropped:
-            out_console.print(f"  {path}:{d.line}: {d.reason}: {d.detail}", highlight=False)
+            out_console().print(f"  {path}:{d.line}: {d.reason}: {d.detail}", highlight=False)
     elif result.dropped:
-        out_console.print("Run with --verbose to list every dropped row.")
+        out_console().print("Run with --verbose to list every dropped row.")

@@ -28,8 +28,15 @@ __all__ = [
     "user_catalog_dir",
 ]
 
-out_console = Console()
-err_console = Console(stderr=True)
+
+def out_console() -> Console:
+    """A console on stdout, sized from the environment at the time of the call (never cached at import)."""
+    return Console()
+
+
+def err_console() -> Console:
+    return Console(stderr=True)
+
 
 CatalogOption = Annotated[
     list[Path] | None,
@@ -45,7 +52,7 @@ def user_catalog_dir() -> Path:
 
 
 def fail(message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console().print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -74,11 +81,11 @@ def catalog_for(extra: Sequence[Path] | None, *, quiet: bool = False) -> Catalog
     if catalog.issues and not quiet:
         errors = [i for i in catalog.issues if i.severity == "error"]
         for issue in catalog.issues[:5]:
-            err_console.print(f"[yellow]catalog:[/] {escape(str(issue))}", highlight=False, soft_wrap=True)
+            err_console().print(f"[yellow]catalog:[/] {escape(str(issue))}", highlight=False, soft_wrap=True)
         if len(catalog.issues) > 5:
-            err_console.print(f"[yellow]catalog:[/] ... and {len(catalog.issues) - 5} more.", highlight=False)
+            err_console().print(f"[yellow]catalog:[/] ... and {len(catalog.issues) - 5} more.", highlight=False)
         if errors:
-            err_console.print(
+            err_console().print(
                 f"[yellow]{len(errors)} row(s) skipped; everything else loaded. "
                 "See them all with `flopex catalog validate FILE`.[/]",
                 highlight=False,
@@ -87,4 +94,4 @@ def catalog_for(extra: Sequence[Path] | None, *, quiet: bool = False) -> Catalog
 
 
 def print_json(data: Any) -> None:
-    out_console.print_json(json.dumps(data, default=str))
+    out_console().print_json(json.dumps(data, default=str))

@@ -44,7 +44,7 @@ def list_(json: JsonOption = False) -> None:
             _fmt(a.tdp_w),
             domain,
         )
-    out_console.print(table)
+    out_console().print(table)
 
 
 def _show(a: Accelerator) -> Table:
@@ -86,4 +86,4 @@ def show(
     if json:
         print_json(acc.model_dump(mode="json"))
         return
-    out_console.print(_show(acc))
+    out_console().print(_show(acc))
