@@ -67,3 +67,18 @@ def test_owned_servers_become_priced_offers_on_a_declared_site() -> None:
     # a TPU has no published TDP, so without server_power_kw the row is rejected with the fix
     tpu = [i for i in catalog.issues if "server_power_kw" in i.message]
     assert tpu and tpu[0].line is not None
+
+
+def test_an_impossible_yaml_date_is_a_field_error_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "dates.yaml"
+    path.write_text(
+        "offers:\n"
+        "  - {provider: lambda, region: us-east-1, instance_type: x, accelerator: H100, accelerator_count: 0,\n"
+        "     market: on_demand, price_usd_per_hour: 3, source: me, as_of: 2026-13-01}\n"
+    )
+    base = load_catalog()
+    overlay = read_overlay(path, base.accelerators, base.regions)
+    fields = {i.field: i.message for i in overlay.issues}
+    assert "'2026-13-01'" in fields["as_of"] and "YYYY-MM-DD" in fields["as_of"]
+    assert "accelerator_count" in fields
+    assert overlay.offers == []

@@ -57,6 +57,17 @@ def read_csv_records(path: Path) -> tuple[list[str], list[Record]]:
     return header, records
 
 
+def _value(node: yaml.Node) -> Any:
+    """The Python value of a node; a scalar YAML cannot construct (e.g. the date 2026-13-01) stays a string,
+    so that validation reports it against its field instead of the whole file failing."""
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except (ValueError, yaml.YAMLError):
+        if isinstance(node, yaml.ScalarNode):
+            return str(node.value)
+        raise
+
+
 def _node_records(node: yaml.Node) -> Iterator[Record]:
     if not isinstance(node, yaml.SequenceNode):
         return
@@ -68,20 +79,20 @@ def _node_records(node: yaml.Node) -> Iterator[Record]:
         lines: dict[str, int] = {}
         for key_node, value_node in item.value:
             key = str(key_node.value)
-            values[key] = yaml.safe_load(yaml.serialize(value_node))
+            values[key] = _value(value_node)
             lines[key] = key_node.start_mark.line + 1
         yield Record(values, item.start_mark.line + 1, lines)
 
 
-def read_yaml_sections(path: Path, sections: tuple[str, ...]) -> tuple[dict[str, list[Record]], list[str]]:
-    """Records of each named top-level list, and the top-level keys that are not known sections."""
+def read_yaml_sections(path: Path, sections: tuple[str, ...]) -> tuple[dict[str, list[Record]], list[tuple[str, int]]]:
+    """Records of each named top-level list, and the top-level keys (with lines) that are not known sections."""
     text = _read_text(path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise CatalogFileError(f"{path}: not valid YAML ({exc}).") from None
     found: dict[str, list[Record]] = {name: [] for name in sections}
-    unknown: list[str] = []
+    unknown: list[tuple[str, int]] = []
     if root is None:
         return found, unknown
     if not isinstance(root, yaml.MappingNode):
@@ -91,5 +102,5 @@ def read_yaml_sections(path: Path, sections: tuple[str, ...]) -> tuple[dict[str,
         if key in found:
             found[key] = list(_node_records(value_node))
         elif key != "schema_version":
-            unknown.append(key)
+            unknown.append((key, key_node.start_mark.line + 1))
     return found, unknown

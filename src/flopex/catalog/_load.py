@@ -202,12 +202,11 @@ def _read_overlay(path: Path, accelerators: AcceleratorTable, regions: RegionTab
         return overlay
     if path.suffix.lower() not in (".yaml", ".yml"):
         raise CatalogFileError(f"{file}: flopex reads .csv, .yaml and .yml catalog files. Rename it or convert it.")
-    sections, unknown = read_yaml_sections(path, ("regions", "offers", "owned"))
+    sections_named = ("regions", "offers", "owned")
+    sections, unknown = read_yaml_sections(path, sections_named)
     overlay.issues += [
-        ValidationIssue(
-            file, None, key, f"unknown section, ignored.{did_you_mean(key, ('regions', 'offers', 'owned'))}", "warning"
-        )
-        for key in unknown
+        ValidationIssue(file, line, key, f"unknown section, ignored.{did_you_mean(key, sections_named)}", "warning")
+        for key, line in unknown
     ]
     _parse_regions(sections["regions"], file, overlay)
     _parse_owned(sections["owned"], file, accelerators, regions.with_regions(overlay.regions), overlay)
