@@ -128,3 +128,17 @@ def test_module_entry_point() -> None:
 
     done = subprocess.run([sys.executable, "-m", "flopex", "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("flopex ")
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "expected"),
+    [("a: [1, 2\n", "broken.yaml", "not valid YAML at line 2"), (None, "folder", "no .csv, .yaml or .yml files")],
+)
+def test_unreadable_overlays_get_one_clear_line(tmp_path: Path, content: str | None, name: str, expected: str) -> None:
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    code, out = run("catalog", "validate", str(path))
+    assert code in (1, 2) and expected in out and "Traceback" not in out

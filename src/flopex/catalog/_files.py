@@ -89,6 +89,9 @@ def read_yaml_sections(path: Path, sections: tuple[str, ...]) -> tuple[dict[str,
     text = _read_text(path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        where = f"line {exc.problem_mark.line + 1}" if exc.problem_mark else "somewhere"
+        raise CatalogFileError(f"{path}: not valid YAML at {where}: {exc.problem}. Fix the syntax there.") from None
     except yaml.YAMLError as exc:
         raise CatalogFileError(f"{path}: not valid YAML ({exc}).") from None
     found: dict[str, list[Record]] = {name: [] for name in sections}

@@ -191,6 +191,17 @@ def _read_overlay(path: Path, accelerators: AcceleratorTable, regions: RegionTab
     overlay = _Overlay()
     if path.suffix.lower() == ".csv":
         header, records = read_csv_records(path)
+        if not header:
+            overlay.issues.append(
+                ValidationIssue(
+                    file,
+                    None,
+                    None,
+                    f"the file is empty. An offers CSV starts with the header row {','.join(OFFER_COLUMNS)}.",
+                    "warning",
+                )
+            )
+            return overlay
         if "instance_type" not in header and "country" in header:
             _parse_regions(records, file, overlay)
             return overlay

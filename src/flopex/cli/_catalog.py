@@ -23,6 +23,7 @@ from flopex.catalog import (
     SortKey,
     import_skypilot,
     load_catalog,
+    overlay_files,
     read_overlay,
     select_offers,
     sort_value,
@@ -284,11 +285,14 @@ def hosted(
 
 
 @catalog_app.command("validate")
-def validate(files: Annotated[list[Path], typer.Argument(help="Overlay files (CSV or YAML) to check.")]) -> None:
+def validate(files: Annotated[list[Path], typer.Argument(help="Overlay files or folders (CSV or YAML).")]) -> None:
     """Check overlay files and list every problem (file, line, field, what is wrong, how to fix it)."""
     base = load_catalog()
     problems = 0
-    for path in files:
+    paths = overlay_files(files)
+    if not paths:
+        fail(f"no .csv, .yaml or .yml files in {', '.join(map(str, files))}.")
+    for path in paths:
         try:
             overlay = read_overlay(path, base.accelerators, base.regions)
         except FlopexError as exc:
