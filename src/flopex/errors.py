@@ -8,7 +8,14 @@ Every message says what failed, how to fix it and, where there is one, the close
     │   ├── UnknownRegionError
     │   ├── UnknownOfferError
     │   └── CatalogFileError       (a file that cannot be read at all; row problems are ValidationIssues)
-    └── ImportFormatError          (a foreign catalog file flopex cannot import)
+    ├── ImportFormatError          (a foreign catalog file flopex cannot import)
+    ├── ModelError
+    │   ├── UnknownModelError
+    │   └── ModelConfigError       (a config.json flopex cannot turn into a ModelSpec)
+    └── PerfError
+        ├── UnsupportedPrecisionError  (the accelerator has no native unit for that precision)
+        ├── DoesNotFitError        (the model does not fit; the message says what would)
+        └── CalibrationError       (a calibration file or fit that cannot be used)
 """
 
 from __future__ import annotations
@@ -18,12 +25,19 @@ from collections.abc import Iterable
 
 __all__ = [
     "CatalogError",
+    "CalibrationError",
     "CatalogFileError",
+    "DoesNotFitError",
     "FlopexError",
     "ImportFormatError",
+    "ModelConfigError",
+    "ModelError",
+    "PerfError",
     "UnknownAcceleratorError",
+    "UnknownModelError",
     "UnknownOfferError",
     "UnknownRegionError",
+    "UnsupportedPrecisionError",
     "closest",
     "did_you_mean",
 ]
@@ -54,6 +68,34 @@ class CatalogFileError(CatalogError):
 
 
 class ImportFormatError(FlopexError):
+    pass
+
+
+class ModelError(FlopexError):
+    """A model id or architecture file is wrong."""
+
+
+class UnknownModelError(ModelError):
+    pass
+
+
+class ModelConfigError(ModelError):
+    pass
+
+
+class PerfError(FlopexError):
+    """A prediction that cannot be made as asked."""
+
+
+class UnsupportedPrecisionError(PerfError):
+    pass
+
+
+class DoesNotFitError(PerfError):
+    pass
+
+
+class CalibrationError(PerfError):
     pass
 
 
