@@ -5,8 +5,11 @@ from __future__ import annotations
 import typer
 
 from flopex import __version__
+from flopex.cli._calibrate import calibrate_app
 from flopex.cli._catalog import catalog_app
 from flopex.cli._hardware import hardware_app
+from flopex.cli._models import models_app
+from flopex.cli._predict import predict_app
 
 __all__ = ["app", "main"]
 
@@ -19,6 +22,9 @@ app = typer.Typer(
 )
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(models_app, name="models")
+app.add_typer(predict_app, name="predict")
+app.add_typer(calibrate_app, name="calibrate")
 
 
 def _version(value: bool) -> None:

@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import platformdirs
 import typer
@@ -15,11 +15,15 @@ from rich.markup import escape
 
 from flopex.catalog import Catalog, load_catalog, overlay_files
 from flopex.errors import FlopexError, did_you_mean
+from flopex.perf import Efficiency, load_efficiency
 
 __all__ = [
     "CatalogOption",
     "JsonOption",
+    "CalibrationOption",
     "catalog_for",
+    "efficiency_for",
+    "user_efficiency_file",
     "choose",
     "err_console",
     "fail",
@@ -43,12 +47,38 @@ CatalogOption = Annotated[
     typer.Option("--catalog", help="Extra catalog file or folder (CSV or YAML); repeatable. Applied last."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs instead of a table.")]
+CalibrationOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--calibration", help="Extra efficiency overlay (YAML, as `flopex calibrate fit` writes); repeatable."
+    ),
+]
+
+
+_S = TypeVar("_S", bound=str)
+
+
+def _config_dir() -> Path:
+    return Path(os.environ.get("FLOPEX_CONFIG_DIR") or platformdirs.user_config_dir("flopex"))
 
 
 def user_catalog_dir() -> Path:
     """The overlay folder: $FLOPEX_CONFIG_DIR/catalog, else the XDG config folder's flopex/catalog."""
-    base = os.environ.get("FLOPEX_CONFIG_DIR") or platformdirs.user_config_dir("flopex")
-    return Path(base) / "catalog"
+    return _config_dir() / "catalog"
+
+
+def user_efficiency_file() -> Path:
+    """The efficiency overlay `flopex calibrate fit` writes and every prediction applies."""
+    return _config_dir() / "perf" / "efficiency.yaml"
+
+
+def efficiency_for(extra: Sequence[Path] | None) -> Efficiency:
+    """Shipped efficiency factors, then the user's overlay, then --calibration files."""
+    user = user_efficiency_file()
+    try:
+        return load_efficiency([*([user] if user.is_file() else []), *(extra or [])])
+    except FlopexError as exc:
+        fail(str(exc))
 
 
 def fail(message: str) -> NoReturn:
@@ -56,7 +86,7 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def choose(value: str, options: Sequence[str], flag: str) -> str:
+def choose(value: str, options: Sequence[_S], flag: str) -> _S:
     """`value` if it is one of `options` (case-insensitive), else a clear error naming the closest."""
     for option in options:
         if option.lower() == value.lower():

@@ -22,9 +22,7 @@ class MoESpec(BaseModel):
     @model_validator(mode="after")
     def _k_within_e(self) -> MoESpec:
         if self.experts_per_token > self.num_experts:
-            raise ValueError(
-                f"experts_per_token ({self.experts_per_token}) exceeds num_experts ({self.num_experts})"
-            )
+            raise ValueError(f"experts_per_token ({self.experts_per_token}) exceeds num_experts ({self.num_experts})")
         return self
 
 
@@ -124,8 +122,10 @@ class ModelSpec(BaseModel):
     def _layer_params(self, experts: int) -> int:
         router = 0 if self.moe is None else self.hidden_size * self.moe.num_experts
         moe_mlp = router + self.shared_expert_params + experts * self.expert_params
-        return self.num_layers * self.attention_params + self.dense_layers * self.dense_mlp_params + (
-            self.moe_layers * moe_mlp
+        return (
+            self.num_layers * self.attention_params
+            + self.dense_layers * self.dense_mlp_params
+            + (self.moe_layers * moe_mlp)
         )
 
     @property

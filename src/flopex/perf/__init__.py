@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from flopex.perf._calibrate import (
+    METRICS,
+    CalibrationPoint,
+    Comparison,
+    FitResult,
+    compare,
+    default_parameters,
+    fit,
+    load_points,
+)
 from flopex.perf._efficiency import (
     ENGINES,
     Efficiency,
@@ -30,10 +40,23 @@ from flopex.perf._predict import (
     predict_llm,
     profile,
 )
+from flopex.perf._probe import ProbeResult, guess_accelerator, probe_gpu, probe_overlay
 from flopex.perf._serving import Replica, Steady
 from flopex.perf._step import Batch, Rates, StepTime, rates_for, step_time
 
 __all__ = [
+    "METRICS",
+    "CalibrationPoint",
+    "Comparison",
+    "FitResult",
+    "ProbeResult",
+    "compare",
+    "default_parameters",
+    "fit",
+    "guess_accelerator",
+    "load_points",
+    "probe_gpu",
+    "probe_overlay",
     "BYTES",
     "ENGINES",
     "SCENARIO_SLOS",

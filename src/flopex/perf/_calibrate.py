@@ -131,9 +131,7 @@ def compare(points: Sequence[CalibrationPoint], eff: Efficiency, accelerators: A
             raise CalibrationError(f"point {point.id}: {exc}") from None
         for metric, value in point.measured.items():
             rows.append(
-                Comparison(
-                    point.id, metric, value, METRICS[metric](prediction), str(prediction.layout), point.source
-                )
+                Comparison(point.id, metric, value, METRICS[metric](prediction), str(prediction.layout), point.source)
             )
     return rows
 

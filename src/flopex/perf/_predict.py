@@ -171,9 +171,11 @@ def _powers_of_two(limit: int) -> list[int]:
 def _layouts(q: LLMQuery) -> list[Layout]:
     """Tensor parallelism within one scale-up domain (or PCIe for cards without one), pipeline stages beyond."""
     domain = q.accelerator.scale_up_domain or 8
-    tps = [q.tensor_parallel] if q.tensor_parallel else [
-        t for t in _powers_of_two(min(q.count, domain)) if q.model.num_heads % t == 0
-    ]
+    tps = (
+        [q.tensor_parallel]
+        if q.tensor_parallel
+        else [t for t in _powers_of_two(min(q.count, domain)) if q.model.num_heads % t == 0]
+    )
     pps = [q.pipeline_parallel] if q.pipeline_parallel else _powers_of_two(q.count)
     return [Layout(t, p, q.count // (t * p)) for t in tps for p in pps if t * p <= q.count]
 
@@ -311,8 +313,17 @@ def predict_llm(q: LLMQuery, eff: Efficiency) -> Prediction:
     for rep in replicas:
         point, active, bound, met = _operate(rep, q)
         candidate = Prediction(
-            q, engine, kv, rep.layout, rep.memory, point, active, bound, met,
-            rep.rates.peak_flops, rep.rates.peak_bw,
+            q,
+            engine,
+            kv,
+            rep.layout,
+            rep.memory,
+            point,
+            active,
+            bound,
+            met,
+            rep.rates.peak_flops,
+            rep.rates.peak_bw,
         )
         if best is None or _better(candidate, best):
             best = candidate

@@ -1,0 +1,126 @@
+"""`flopex predict`: what a model does on N accelerators, without running it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flopex.catalog import PRECISIONS, load_accelerators
+from flopex.cli._common import CalibrationOption, JsonOption, choose, efficiency_for, fail, out_console, print_json
+from flopex.errors import FlopexError
+from flopex.models import resolve_model
+from flopex.perf import ENGINES, LLMQuery, Prediction, parse_scenario, predict_llm
+
+__all__ = ["predict_app"]
+
+predict_app = typer.Typer(help="Predict serving speed and latency from the performance model.", no_args_is_help=True)
+
+_BOUND_TEXT = {
+    "compute": "compute (matrix units are the bottleneck)",
+    "memory": "memory bandwidth (weights and KV cache streaming)",
+    "capacity": "KV-cache capacity (no room for a larger batch)",
+    "slo": "the latency SLO (a larger batch would break it)",
+}
+
+
+def _table(p: Prediction) -> Table:
+    j = p.to_json()
+    title = (
+        f"{j['model']} on {j['count']} x {j['accelerator']} ({j['precision']}, KV {j['kv_precision']}, "
+        f"{j['engine']}), {j['input_tokens']:,} in / {j['output_tokens']:,} out, {j['scenario']}"
+    )
+    table = Table(title=title, show_header=False, title_style="bold")
+    table.add_column("figure", style="bold")
+    table.add_column("value")
+    slo = ""
+    if j["ttft_slo_s"] is not None:
+        slo = (
+            f" (SLO p99 TTFT {j['ttft_slo_s']:g} s, TPOT {j['tpot_slo_s']:g} s: {'met' if j['slo_met'] else 'NOT met'})"
+        )
+    mem = j["memory_gb"]
+    step = j["step_s"]
+    rows = [
+        ("output throughput", f"{j['output_tokens_per_s']:,.0f} tokens/s ({j['requests_per_s']:,.2f} requests/s)"),
+        ("TTFT mean / p99", f"{j['ttft_s'] * 1e3:,.1f} ms / {j['ttft_p99_s'] * 1e3:,.1f} ms"),
+        ("TPOT mean / p99", f"{j['tpot_s'] * 1e3:,.2f} ms / {j['tpot_p99_s'] * 1e3:,.2f} ms{slo}"),
+        ("batch per replica", f"{j['batch_size']:,.1f} sequences decoding"),
+        (
+            "layout",
+            f"{p.layout} = tensor parallel {j['tensor_parallel']}, pipeline {j['pipeline_parallel']}, "
+            f"{j['replicas']} replica(s)",
+        ),
+        (
+            "memory per replica",
+            f"{mem['usable']:,.1f} GB usable: weights {mem['weights']:,.1f}, workspace "
+            f"{mem['workspace']:,.1f}, KV cache {mem['kv_cache']:,.1f} GB",
+        ),
+        (
+            "KV cache",
+            f"{j['kv_capacity_tokens']:,} tokens per replica ({mem['kv_bytes_per_token'] / 1024:,.0f} KiB/token)",
+        ),
+        (
+            "step time",
+            f"compute {step['compute'] * 1e3:,.1f} ms, memory {step['memory'] * 1e3:,.1f} ms, "
+            f"communication {step['communication'] * 1e3:,.1f} ms, overhead {step['overhead'] * 1e3:,.1f} ms",
+        ),
+        (
+            "utilisation",
+            f"compute {j['compute_utilization']:.0%} of peak, memory bandwidth {j['memory_utilization']:.0%}",
+        ),
+        ("bound by", _BOUND_TEXT[j["bound"]]),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+@predict_app.command("llm")
+def llm(
+    model: Annotated[str, typer.Option("--model", help="Model id (see `flopex models list`) or a config.json path.")],
+    accelerator: Annotated[str, typer.Option("--accelerator", help="Accelerator id or alias, e.g. H100-SXM.")],
+    precision: Annotated[str, typer.Option("--precision", help=f"Weight precision: {', '.join(PRECISIONS)}.")],
+    count: Annotated[int, typer.Option("--count", min=1, help="Accelerators in all.")] = 1,
+    input_tokens: Annotated[int, typer.Option("--input-tokens", min=1, help="Prompt tokens per request.")] = 1000,
+    output_tokens: Annotated[int, typer.Option("--output-tokens", min=1, help="Output tokens per request.")] = 1000,
+    engine: Annotated[str | None, typer.Option("--engine", help=f"{', '.join(ENGINES)} (default per vendor).")] = None,
+    tensor_parallel: Annotated[int | None, typer.Option("--tensor-parallel", min=1, help="Fix the TP degree.")] = None,
+    pipeline_parallel: Annotated[
+        int | None, typer.Option("--pipeline-parallel", min=1, help="Fix the pipeline stages.")
+    ] = None,
+    kv_precision: Annotated[str | None, typer.Option("--kv-precision", help="KV cache precision.")] = None,
+    scenario: Annotated[
+        str, typer.Option("--scenario", help="offline, server, interactive or concurrency:K.")
+    ] = "offline",
+    ttft_slo: Annotated[float | None, typer.Option("--ttft-slo", min=0.0, help="p99 TTFT limit, seconds.")] = None,
+    tpot_slo: Annotated[float | None, typer.Option("--tpot-slo", min=0.0, help="p99 TPOT limit, seconds.")] = None,
+    calibration: CalibrationOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Throughput, TTFT and TPOT of MODEL on COUNT accelerators, the layout chosen and what bounds it."""
+    p = choose(precision, PRECISIONS, "--precision")
+    kv = None if kv_precision is None else choose(kv_precision, PRECISIONS, "--kv-precision")
+    e = None if engine is None else choose(engine, ENGINES, "--engine")
+    eff = efficiency_for(calibration)
+    try:
+        query = LLMQuery(
+            model=resolve_model(model),
+            accelerator=load_accelerators().resolve(accelerator),
+            count=count,
+            precision=p,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            scenario=parse_scenario(scenario, ttft_slo, tpot_slo),
+            engine=e,
+            tensor_parallel=tensor_parallel,
+            pipeline_parallel=pipeline_parallel,
+            kv_precision=kv,
+        )
+        prediction = predict_llm(query, eff)
+    except FlopexError as exc:
+        fail(str(exc))
+    if json:
+        print_json(prediction.to_json())
+    else:
+        out_console().print(_table(prediction))
