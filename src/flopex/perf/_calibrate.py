@@ -228,8 +228,8 @@ def fit(
 ) -> FitResult:
     """Least squares on log(predicted / measured) over every measured figure, within physical bounds."""
     names = list(parameters or default_parameters(points, accelerators))
-    start = np.array([_get(eff, n) for n in names])
     low, high = np.array([_bounds(n)[0] for n in names]), np.array([_bounds(n)[1] for n in names])
+    start = np.array([_get(eff, n) for n in names])
     start = np.clip(start, low, high)
 
     def table(x: np.ndarray) -> Efficiency:

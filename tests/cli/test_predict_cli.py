@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cli.test_cli import run
+
+PREDICT = ["predict", "llm", "--model", "llama-3.1-70b", "--accelerator", "H100-SXM", "--count", "8",
+           "--precision", "fp8", "--input-tokens", "1000", "--output-tokens", "1000"]  # fmt: skip
+
+
+def test_predict_llm_json_keeps_the_contract() -> None:
+    code, out = run(*PREDICT, "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert {"output_tokens_per_s", "ttft_s", "tpot_s", "batch_size", "tensor_parallel", "replicas",
+            "kv_capacity_tokens", "bound"} <= set(data)  # fmt: skip
+    assert data["tensor_parallel"] * data["replicas"] <= 8
+
+
+def test_predict_llm_table_names_what_bounds_it() -> None:
+    code, out = run(*PREDICT)
+    assert code == 0, out
+    for text in ("output throughput", "TTFT mean / p99", "TPOT mean / p99", "memory per replica", "bound by"):
+        assert text in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--precision", "fp9", "Did you mean 'fp8'"),
+        ("--accelerator", "H100-SMX", "H100-SXM"),
+        ("--model", "llama-3.1-71b", "llama-3.1-70b"),
+        ("--engine", "vlm", "'vllm'"),
+        ("--scenario", "busy", "concurrency:K"),
+    ],
+)
+def test_bad_flags_are_rejected_with_the_closest_value(flag: str, value: str, message: str) -> None:
+    args = list(PREDICT)
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    code, out = run(*args)
+    assert code == 2
+    assert message in out
+    assert "Traceback" not in out
+
+
+def test_predict_with_a_local_config_json(tmp_path: Path) -> None:
+    config = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+              "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072}  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    code, out = run("predict", "llm", "--model", str(path), "--accelerator", "L4", "--precision", "bf16", "--json")
+    assert code == 0, out
+    assert json.loads(out)["output_tokens_per_s"] > 0
+
+
+def test_models_list_and_show() -> None:
+    code, out = run("models", "list", "--json")
+    assert code == 0
+    assert {m["id"] for m in json.loads(out)} >= {"deepseek-v3", "llama-3.1-405b", "qwen3-235b-a22b"}
+    code, out = run("models", "show", "deepseek-v3")
+    assert code == 0 and "MLA" in out
+    code, out = run("models", "show", "gpt-17")
+    assert code == 2 and "Known ids" in out
+
+
+def test_calibrate_report_prints_every_point() -> None:
+    code, out = run("calibrate", "report", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert len(rows) == 13 and {"measured", "predicted", "error"} <= set(rows[0])
+
+
+def test_calibrate_fit_writes_an_overlay_that_predictions_then_apply(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "src" / "flopex" / "data" / "calibration" / "llm-serving.yaml"
+    points = [p for p in yaml.safe_load(shipped.read_text())["points"] if p["id"].startswith("trtllm")]
+    subset = tmp_path / "mine.yaml"
+    subset.write_text(yaml.safe_dump({"points": points}))
+    out_file = tmp_path / "fitted.yaml"
+    code, out = run("calibrate", "fit", str(subset), "--param", "compute.peak_fraction.fp8", "--output", str(out_file))
+    assert code == 0, out
+    overlay = yaml.safe_load(out_file.read_text())
+    fitted = overlay["compute"]["peak_fraction"]["fp8"]["value"]
+    code, out = run("calibrate", "report", str(subset), "--calibration", str(out_file), "--json")
+    assert code == 0 and 0.2 <= fitted <= 0.8
+
+
+def test_calibrate_probe_without_a_gpu_says_so_and_fails() -> None:
+    code, out = run("calibrate", "probe")
+    assert code == 2
+    assert "PyTorch is not installed" in out or "no GPU" in out
