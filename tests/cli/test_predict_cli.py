@@ -95,3 +95,15 @@ def test_calibrate_probe_without_a_gpu_says_so_and_fails() -> None:
     code, out = run("calibrate", "probe")
     assert code == 2
     assert "PyTorch is not installed" in out or "no GPU" in out
+
+
+def test_hosted_systems_are_modelled_from_their_published_speed() -> None:
+    code, out = run("predict", "llm", "--model", "llama-3.1-8b", "--accelerator", "cerebras", "--precision", "fp8",
+                    "--json")  # fmt: skip
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["bound"] == "hosted"
+    assert data["output_tokens_per_s_per_user"] == 1800  # cerebras.ai launch blog, in hosted.yaml
+    assert data["tpot_s"] == 1 / 1800
+    code, out = run("predict", "llm", "--model", "deepseek-v3", "--accelerator", "sambanova", "--precision", "fp8")
+    assert code == 2 and "publishes no per-user speed" in out

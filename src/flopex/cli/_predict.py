@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from flopex.catalog import PRECISIONS, load_accelerators
-from flopex.cli._common import CalibrationOption, JsonOption, choose, efficiency_for, fail, out_console, print_json
+from flopex.catalog import PRECISIONS, HostedOffer, load_accelerators
+from flopex.cli._common import (
+    CalibrationOption,
+    JsonOption,
+    catalog_for,
+    choose,
+    efficiency_for,
+    fail,
+    out_console,
+    print_json,
+)
 from flopex.errors import FlopexError
 from flopex.models import resolve_model
-from flopex.perf import ENGINES, LLMQuery, Prediction, parse_scenario, predict_llm
+from flopex.perf import ENGINES, HostedPrediction, LLMQuery, Prediction, parse_scenario, predict_hosted, predict_llm
 
 __all__ = ["predict_app"]
 
@@ -98,7 +108,14 @@ def llm(
     calibration: CalibrationOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Throughput, TTFT and TPOT of MODEL on COUNT accelerators, the layout chosen and what bounds it."""
+    """Throughput, TTFT and TPOT of MODEL on COUNT accelerators, the layout chosen and what bounds it.
+
+    A hosted provider (groq, cerebras, sambanova, ...) in place of an accelerator gives its published speed."""
+    if load_accelerators().find(accelerator) is None:
+        hosted = catalog_for(None, quiet=True).hosted
+        if accelerator.lower() in {o.provider for o in hosted}:
+            _hosted(hosted, accelerator, model, input_tokens, output_tokens, json)
+            return
     p = choose(precision, PRECISIONS, "--precision")
     kv = None if kv_precision is None else choose(kv_precision, PRECISIONS, "--kv-precision")
     e = None if engine is None else choose(engine, ENGINES, "--engine")
@@ -124,3 +141,18 @@ def llm(
         print_json(prediction.to_json())
     else:
         out_console().print(_table(prediction))
+
+
+def _hosted(hosted: Sequence[HostedOffer], provider: str, model: str, i: int, o: int, json: bool) -> None:
+    try:
+        h: HostedPrediction = predict_hosted(hosted, provider, resolve_model(model).id, i, o)
+    except FlopexError as exc:
+        fail(str(exc))
+    if json:
+        print_json(h.to_json())
+        return
+    out_console().print(
+        f"{h.offer.model} on {h.offer.provider} (hosted, priced per token): {h.tokens_per_s_per_user:,.0f} output "
+        f"tokens/s per user (TPOT {h.tpot_s * 1e3:.2f} ms; {h.offer.speed_source}), "
+        f"${h.cost_usd_per_request:.5f} per request ({h.offer.price_source})."
+    )

@@ -21,6 +21,7 @@ from flopex.perf._efficiency import (
     load_efficiency,
     merge_efficiency,
 )
+from flopex.perf._hosted import HostedPrediction, predict_hosted
 from flopex.perf._memory import (
     BYTES,
     Layout,
@@ -49,7 +50,9 @@ __all__ = [
     "CalibrationPoint",
     "Comparison",
     "FitResult",
+    "HostedPrediction",
     "ProbeResult",
+    "predict_hosted",
     "compare",
     "default_parameters",
     "fit",
