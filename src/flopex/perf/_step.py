@@ -51,8 +51,11 @@ def rates_for(
     attn_peak = acc.tflops.get(attn_precision, acc.tflops[cp]) * 1e12
     link = acc.scale_up_gb_s or eff.comm.pcie_gb_s.value
     peak_frac = eff.peak_fraction(acc, cp)
+    # narrow weights can always be multiplied on the 16-bit units (weight-only), so never slower than those
+    wide: Precision = "bf16" if acc.runs("bf16") else "fp16"
+    gemm = max(peak * peak_frac, acc.tflops.get(wide, 0.0) * 1e12 * eff.peak_fraction(acc, wide))
     return Rates(
-        gemm_flops=peak * peak_frac * kappa,
+        gemm_flops=gemm * kappa,
         half_tokens=eff.compute.half_tokens.value,
         attention_flops=attn_peak * peak_frac * eff.compute.attention_fraction.value * kappa,
         memory_bw=acc.memory_bandwidth_tb_s * 1e12 * eff.memory_fraction(acc) * kappa,
