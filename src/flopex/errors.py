@@ -23,6 +23,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from pydantic import ValidationError
+
 __all__ = [
     "CatalogError",
     "CalibrationError",
@@ -40,6 +42,7 @@ __all__ = [
     "UnsupportedPrecisionError",
     "closest",
     "did_you_mean",
+    "first_validation_error",
 ]
 
 
@@ -97,6 +100,14 @@ class DoesNotFitError(PerfError):
 
 class CalibrationError(PerfError):
     pass
+
+
+def first_validation_error(exc: ValidationError) -> str:
+    """'field.path: what is wrong (got VALUE)' for the first error pydantic reports."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "value"
+    got = "" if err["type"] == "missing" else f" (got {err['input']!r})"
+    return f"{field}: {err['msg'].rstrip('.')}{got}"
 
 
 def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:

@@ -22,8 +22,9 @@ from flopex.cli._common import (
     print_json,
     user_efficiency_file,
 )
+from flopex.cli._probe import probe_gpu
 from flopex.errors import FlopexError
-from flopex.perf import Comparison, compare, fit, guess_accelerator, load_points, probe_gpu, probe_overlay
+from flopex.perf import Comparison, compare, fit, guess_accelerator, load_points, probe_overlay
 
 __all__ = ["calibrate_app", "comparison_table", "shipped_points_file"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flopex.errors import ModelConfigError
+from flopex.errors import ModelConfigError, first_validation_error
 from flopex.models._spec import MLASpec, ModelSpec, MoESpec
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "read_hf_config", "spec_from_hf_config"]
@@ -67,22 +67,24 @@ def spec_from_hf_config(config: Mapping[str, Any], model_id: str, *, where: str 
     where = where or model_id
     hidden = _required(config, "hidden_size", where)
     heads = _required(config, "num_attention_heads", where)
+    layers = _required(config, "num_hidden_layers", where)
     try:
         moe = _moe(config, where)
         mla = _mla(config, where)
-        dense_width = config.get("intermediate_size")
-        if moe is not None and moe.dense_layers == 0 and dense_width is None:
-            dense_width = moe.expert_intermediate_size
+        if moe is not None and moe.dense_layers == 0 and config.get("intermediate_size") is None:
+            dense_width = moe.expert_intermediate_size  # every layer is MoE: the dense width is never used
+        else:
+            dense_width = _required(config, "intermediate_size", where)
         architectures = config.get("architectures") or [config.get("model_type") or "unknown"]
         return ModelSpec(
             id=model_id,
             architecture=str(architectures[0]),
             hidden_size=hidden,
-            num_layers=_required(config, "num_hidden_layers", where),
+            num_layers=layers,
             num_heads=heads,
             num_kv_heads=int(config.get("num_key_value_heads") or heads),
             head_dim=int(config.get("head_dim") or hidden // heads),
-            intermediate_size=_required({"intermediate_size": dense_width}, "intermediate_size", where),
+            intermediate_size=dense_width,
             vocab_size=_required(config, "vocab_size", where),
             tie_embeddings=bool(config.get("tie_word_embeddings", False)),
             qkv_bias=bool(config.get("attention_bias", False)) or config.get("model_type") in _QKV_BIAS_TYPES,
@@ -92,9 +94,7 @@ def spec_from_hf_config(config: Mapping[str, Any], model_id: str, *, where: str 
             source=source,
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ModelConfigError(f"{where}: {field}: {first['msg']}.") from None
+        raise ModelConfigError(f"{where}: {first_validation_error(exc)}.") from None
 
 
 def read_hf_config(path: Path) -> ModelSpec:

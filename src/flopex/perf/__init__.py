@@ -41,7 +41,7 @@ from flopex.perf._predict import (
     predict_llm,
     profile,
 )
-from flopex.perf._probe import ProbeResult, guess_accelerator, probe_gpu, probe_overlay
+from flopex.perf._probe import ProbeResult, guess_accelerator, probe_overlay
 from flopex.perf._serving import Replica, Steady
 from flopex.perf._step import Batch, Rates, StepTime, rates_for, step_time
 
@@ -58,7 +58,6 @@ __all__ = [
     "fit",
     "guess_accelerator",
     "load_points",
-    "probe_gpu",
     "probe_overlay",
     "BYTES",
     "ENGINES",

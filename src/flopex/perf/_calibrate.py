@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 from scipy.optimize import least_squares
 
 from flopex.catalog import AcceleratorTable, Precision
-from flopex.errors import CalibrationError, FlopexError
+from flopex.errors import CalibrationError, FlopexError, first_validation_error
 from flopex.models import resolve_model
 from flopex.perf._efficiency import Efficiency, Engine, merge_efficiency
 from flopex.perf._predict import LLMQuery, Prediction, parse_scenario, predict_llm
@@ -83,10 +83,8 @@ def load_points(path: Path) -> list[CalibrationPoint]:
         try:
             points.append(CalibrationPoint.model_validate(raw))
         except ValidationError as exc:
-            first = exc.errors()[0]
             name = raw.get("id", f"#{index + 1}") if isinstance(raw, dict) else f"#{index + 1}"
-            field = ".".join(str(p) for p in first["loc"])
-            raise CalibrationError(f"{path}: point {name}: {field}: {first['msg']}.") from None
+            raise CalibrationError(f"{path}: point {name}: {first_validation_error(exc)}.") from None
     if not points:
         raise CalibrationError(f"{path}: `points:` is empty; add at least one measurement.")
     return points

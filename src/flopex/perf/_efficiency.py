@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
 
 from flopex.catalog import Accelerator, Precision
-from flopex.errors import CalibrationError
+from flopex.errors import CalibrationError, first_validation_error
 
 __all__ = [
     "ENGINES",
@@ -172,10 +172,9 @@ def merge_efficiency(base: Efficiency, overlay: Mapping[str, Any], where: str) -
     try:
         return Efficiency.model_validate(_merge(base.model_dump(mode="json"), overlay))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
         raise CalibrationError(
-            f"{where}: {field}: {first['msg']}. Compare with the shipped table (`flopex calibrate show`)."
+            f"{where}: {first_validation_error(exc)}. Compare with flopex's own table, "
+            "src/flopex/data/efficiency.yaml, which has the same format."
         ) from None
 
 

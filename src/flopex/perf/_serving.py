@@ -137,9 +137,8 @@ def steady_state(
         spread = rep.step(Batch(b, context, extra, extra * i / 2, b + extra / i)).total_s - mean.total_s
     t = mean.total_s
     tpot_p99 = t + _Z99 * spread / math.sqrt(o)
-    step_with_prompt = t
-    service = step_with_prompt * i / chunk  # step time spent per prompt when prompts fill the budget
-    base = t / 2 + math.ceil(i / chunk) * step_with_prompt + rep.engine.request_overhead_s
+    service = t * i / chunk  # step time spent per prompt when prompts fill the budget
+    base = t / 2 + math.ceil(i / chunk) * t + rep.engine.request_overhead_s
     rho = min(f, 0.999999)
     wait_mean = rho * service / (1 - rho)
     wait_p99 = service / (1 - rho) * math.log(100 * rho) if rho > 0.01 else 0.0
@@ -164,9 +163,8 @@ def closed_loop(rep: Replica, input_tokens: int, output_tokens: int, in_flight: 
     """
     i, o, k = input_tokens, output_tokens, max(in_flight, 1e-9)
     context = i + o / 2
-    others = 0.0
-    ttft = tpot = 0.0
-    step = rep.step(Batch(max(k, 1e-9), context, 0.0, 0.0, k))
+    others = ttft = 0.0
+    step = rep.step(Batch(k, context, 0.0, 0.0, k))
     for _ in range(50):
         ttft = prefill_time(rep, i, others, context) + rep.engine.request_overhead_s
         decoding = max(k * o * step.total_s / (ttft + o * step.total_s), min(k, 1.0))
@@ -176,12 +174,10 @@ def closed_loop(rep: Replica, input_tokens: int, output_tokens: int, in_flight: 
         f = min(1.0, (k - 1) / k * rate * i * step.total_s / chunk) if k > 1 else 0.0
         full = rep.step(Batch(decoding, context, chunk, chunk * i / 2, decoding + chunk / i))
         plain = rep.step(Batch(decoding, context, 0.0, 0.0, decoding))
-        new = _mix(full, plain, f)
-        others = decoding * (k - 1) / k
-        if abs(new.total_s - step.total_s) <= 1e-9 * step.total_s:
-            step = new
+        new, previous = _mix(full, plain, f), step
+        others, step = decoding * (k - 1) / k, new
+        if abs(new.total_s - previous.total_s) <= 1e-9 * previous.total_s:
             break
-        step = new
     tpot = step.total_s
     cycle = ttft + o * tpot
     return Steady(
