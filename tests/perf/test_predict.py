@@ -111,3 +111,20 @@ def test_json_contract_keys(accs: AcceleratorTable, eff: Efficiency) -> None:
     assert j["bound"] in ("compute", "memory", "capacity", "slo")
     assert all(math.isfinite(j[k]) and j[k] > 0 for k in ("output_tokens_per_s", "ttft_s", "tpot_s"))
     assert 0 < j["compute_utilization"] < 1 and 0 < j["memory_utilization"] < 1
+
+
+@pytest.mark.parametrize("tp", [3, 16])
+def test_an_impossible_tensor_parallel_degree_lists_the_possible_ones(
+    accs: AcceleratorTable, eff: Efficiency, tp: int
+) -> None:
+    with pytest.raises(PerfError, match="Choose from: 1, 2, 4, 8"):
+        predict_llm(q(accs, "llama-3.1-70b", "H100-SXM", 16, "fp8", tensor_parallel=tp), eff)
+
+
+def test_precision_errors_suggest_the_nearest_one_and_the_right_flag(accs: AcceleratorTable, eff: Efficiency) -> None:
+    with pytest.raises(UnsupportedPrecisionError, match="pass --precision fp8"):
+        predict_llm(q(accs, "llama-3.1-8b", "H100-SXM", 1, "fp4"), eff)
+    with pytest.raises(PerfError, match="--kv-precision fp4.*pass fp8 or bf16"):
+        predict_llm(q(accs, "llama-3.1-8b", "B200", 1, "fp4", kv_precision="fp4"), eff)
+    with pytest.raises(UnsupportedPrecisionError, match="pass --kv-precision int8|pass --kv-precision bf16"):
+        predict_llm(q(accs, "llama-3.1-8b", "A100-SXM-80GB", 1, "bf16", kv_precision="fp8"), eff)

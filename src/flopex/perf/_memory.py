@@ -24,7 +24,18 @@ BYTES: dict[Precision, float] = {"bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int
 _GB = 1e9
 
 
-def compute_precision(acc: Accelerator, precision: Precision) -> Precision:
+#: What to try instead of a precision a chip lacks, nearest first.
+_FALLBACKS: dict[Precision, tuple[Precision, ...]] = {
+    "fp4": ("fp8", "int8", "int4"),
+    "fp8": ("int8", "bf16", "fp16"),
+    "int8": ("fp8", "bf16", "fp16"),
+    "int4": ("int8", "fp8"),
+    "bf16": ("fp16",),
+    "fp16": ("bf16",),
+}
+
+
+def compute_precision(acc: Accelerator, precision: Precision, flag: str = "--precision") -> Precision:
     """The matrix-unit precision that runs `precision` on `acc`, or a clear error.
 
     int4 is weight-only quantisation (W4A16, as AWQ/GPTQ/Marlin kernels run it): weights are stored at 4 bits
@@ -38,11 +49,12 @@ def compute_precision(acc: Accelerator, precision: Precision) -> Precision:
     elif acc.runs(precision):
         return precision
     native = [p for p in acc.tflops if p in BYTES]
+    instead = next((p for p in _FALLBACKS[precision] if acc.runs(p)), native[0])
     raise UnsupportedPrecisionError(
         f"{acc.id} has no native {precision} matrix units; it runs {', '.join(native)}"
         + (" (and int4 weight-only on its 16-bit units)" if {"bf16", "fp16"} & set(native) else "")
-        + f". To fix: pass --precision {native[-1] if precision in ('fp4', 'fp8') else native[0]}"
-        " or choose an accelerator that runs it (see `flopex hardware list`)."
+        + f". To fix: pass {flag} {instead} or choose an accelerator that runs {precision} "
+        "(see `flopex hardware list`)."
     )
 
 

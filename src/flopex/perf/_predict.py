@@ -168,14 +168,24 @@ def _powers_of_two(limit: int) -> list[int]:
     return [2**i for i in range(int(math.log2(max(limit, 1))) + 1)]
 
 
+def _tensor_degrees(q: LLMQuery) -> list[int]:
+    """Degrees that split the attention heads evenly within one scale-up domain (PCIe, up to 8, without one)."""
+    domain = q.accelerator.scale_up_domain or 8
+    return [t for t in _powers_of_two(min(q.count, domain)) if q.model.num_heads % t == 0]
+
+
 def _layouts(q: LLMQuery) -> list[Layout]:
     """Tensor parallelism within one scale-up domain (or PCIe for cards without one), pipeline stages beyond."""
-    domain = q.accelerator.scale_up_domain or 8
-    tps = (
-        [q.tensor_parallel]
-        if q.tensor_parallel
-        else [t for t in _powers_of_two(min(q.count, domain)) if q.model.num_heads % t == 0]
-    )
+    tps = _tensor_degrees(q)
+    if q.tensor_parallel:
+        if q.tensor_parallel not in tps:
+            raise PerfError(
+                f"--tensor-parallel {q.tensor_parallel} is not possible for {q.model.id} on {q.count} x "
+                f"{q.accelerator.id}: the degree must be a power of two that divides the {q.model.num_heads} "
+                f"attention heads, within one scale-up domain and the count. Choose from: "
+                f"{', '.join(map(str, tps))}, or leave it out and flopex chooses."
+            )
+        tps = [q.tensor_parallel]
     pps = [q.pipeline_parallel] if q.pipeline_parallel else _powers_of_two(q.count)
     return [Layout(t, p, q.count // (t * p)) for t in tps for p in pps if t * p <= q.count]
 
@@ -300,7 +310,9 @@ def predict_llm(q: LLMQuery, eff: Efficiency) -> Prediction:
     compute_precision(q.accelerator, q.precision)
     engine = q.engine or eff.engine_for(q.accelerator)
     kv = q.kv_precision or default_kv_precision(q.accelerator, q.precision)
-    compute_precision(q.accelerator, kv)
+    if BYTES[kv] < 1:
+        raise PerfError(f"--kv-precision {kv}: flopex models KV caches at 16 or 8 bits. To fix: pass fp8 or bf16.")
+    compute_precision(q.accelerator, kv, "--kv-precision")
     if q.input_tokens + q.output_tokens > q.model.max_context:
         raise PerfError(
             f"{q.model.id} reads at most {q.model.max_context:,} tokens; input {q.input_tokens:,} + output "
