@@ -9,7 +9,7 @@ from rich.table import Table
 
 from flopex.cli._common import JsonOption, fail, out_console, print_json
 from flopex.errors import FlopexError
-from flopex.models import ModelSpec, load_presets, resolve_model
+from flopex.models import ModelSpec, VideoModelSpec, load_presets, load_video_presets, resolve_model
 
 __all__ = ["models_app"]
 
@@ -44,8 +44,10 @@ def _summary(spec: ModelSpec) -> dict[str, Any]:
 def list_(json: JsonOption = False) -> None:
     """Every preset: parameters (total and active), attention, KV cache per token, experts, context."""
     presets = load_presets()
+    videos = load_video_presets()
     if json:
-        print_json([{**_summary(p.spec), "published": p.published.model_dump()} for p in presets.values()])
+        llms = [{**_summary(p.spec), "kind": "llm", "published": p.published.model_dump()} for p in presets.values()]
+        print_json(llms + [{**_video_summary(v.spec), "kind": "video"} for v in videos.values()])
         return
     table = Table(title="Model presets (parameters computed from the architecture)", header_style="bold")
     for col in ("id", "total", "active", "published", "layers", "attention", "KV/token bf16", "experts", "context"):
@@ -64,6 +66,30 @@ def list_(json: JsonOption = False) -> None:
             f"{s['max_context']:,}",
         )
     out_console().print(table)
+    out_console().print(_video_table(list(videos.values())))
+
+
+def _video_summary(spec: VideoModelSpec) -> dict[str, Any]:
+    tokens = spec.video_tokens(spec.width, spec.height, spec.frames)
+    return {**spec.model_dump(mode="json"), "default_video_tokens": tokens}
+
+
+def _video_table(presets: list[Any]) -> Table:
+    table = Table(title="Video model presets (diffusion transformers)", header_style="bold")
+    for col in ("id", "params", "blocks x width", "VAE / patch", "guidance", "default output", "tokens"):
+        table.add_column(col, justify="right" if col in ("params", "tokens") else "left")
+    for p in presets:
+        s: VideoModelSpec = p.spec
+        table.add_row(
+            s.id,
+            f"{s.params_b:g}B",
+            f"{s.num_layers} x {s.hidden_size}",
+            f"{s.vae_temporal}x{s.vae_spatial}x{s.vae_spatial} / {s.patch_t}x{s.patch_s}x{s.patch_s}",
+            "CFG (2 passes)" if s.guidance_passes == 2 else "distilled (1 pass)",
+            f"{s.width}x{s.height}, {s.frames} frames at {s.fps:g} fps, {s.steps} steps",
+            f"{s.video_tokens(s.width, s.height, s.frames):,}",
+        )
+    return table
 
 
 @models_app.command("show")
@@ -72,6 +98,13 @@ def show(
     json: JsonOption = False,
 ) -> None:
     """One model's architecture and the counts flopex derives from it."""
+    video = load_video_presets().get(model.strip().lower())
+    if video is not None:
+        if json:
+            print_json(_video_summary(video.spec))
+        else:
+            out_console().print(_video_table([video]))
+        return
     try:
         spec = resolve_model(model)
     except FlopexError as exc:

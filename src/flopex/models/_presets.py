@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 from flopex.errors import ModelConfigError, UnknownModelError, did_you_mean
 from flopex.models._hf import read_hf_config, spec_from_hf_config
 from flopex.models._spec import ModelSpec
+from flopex.models._video import load_video_presets
 
 __all__ = ["Preset", "Published", "load_presets", "resolve_model"]
 
@@ -64,6 +65,11 @@ def resolve_model(name: str) -> ModelSpec:
     key = name.strip().lower()
     if key in presets:
         return presets[key].spec
+    if key in load_video_presets():
+        raise UnknownModelError(
+            f"{name!r} is a video model (a diffusion transformer), not a language model. To fix: use "
+            f"`flopex predict video --model {key}`, or a language model id here (see `flopex models list`)."
+        )
     path = Path(name).expanduser()
     if path.exists() or name.endswith(".json") or "/" in name:
         if not path.exists():
