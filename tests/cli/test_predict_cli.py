@@ -74,7 +74,10 @@ def test_calibrate_report_prints_every_point() -> None:
     code, out = run("calibrate", "report", "--json")
     assert code == 0
     rows = json.loads(out)
-    assert len(rows) == 13 and {"measured", "predicted", "error"} <= set(rows[0])
+    assert {"measured", "predicted", "error", "role"} <= set(rows[0])
+    metrics = [r["metric"] for r in rows]
+    assert len(rows) == 13 + 15  # llm-serving.yaml, then video-training.yaml
+    assert metrics.count("seconds_per_video") == 8 and metrics.count("accelerator_hours") == 7
 
 
 def test_calibrate_fit_writes_an_overlay_that_predictions_then_apply(tmp_path: Path) -> None:

@@ -35,23 +35,26 @@ calibrate_app = typer.Typer(
 
 PointsArg = Annotated[
     Path | None,
-    typer.Argument(help="Measurements in the format of llm-serving.yaml (default: the file flopex ships)."),
+    typer.Argument(
+        help="Measurements in the format of llm-serving.yaml or video-training.yaml (default: both shipped files)."
+    ),
 ]
 
 
-def shipped_points_file() -> Path:
-    return Path(str(resources.files("flopex.data").joinpath("calibration/llm-serving.yaml")))
+def shipped_points_file(name: str = "llm-serving.yaml") -> Path:
+    return Path(str(resources.files("flopex.data").joinpath(f"calibration/{name}")))
 
 
 def comparison_table(rows: list[Comparison], title: str) -> Table:
     table = Table(title=title, header_style="bold")
-    for col in ("point", "figure", "measured", "predicted", "error", "layout"):
+    checks = any(r.role == "check" for r in rows)
+    columns = ("point", *(("role",) if checks else ()), "figure", "measured", "predicted", "error", "layout")
+    for col in columns:
         table.add_column(col, justify="right" if col in ("measured", "predicted", "error") else "left")
     for r in rows:
         style = "red" if abs(r.error) > 0.15 else None
-        table.add_row(
-            r.point, r.metric, f"{r.measured:,.4g}", f"{r.predicted:,.4g}", f"{r.error:+.1%}", r.layout, style=style
-        )
+        cells = [f"{r.measured:,.4g}", f"{r.predicted:,.4g}", f"{r.error:+.1%}", r.layout]
+        table.add_row(r.point, *((r.role,) if checks else ()), r.metric, *cells, style=style)
     errors = [abs(r.error) for r in rows]
     table.caption = (
         f"{len(rows)} figures: median |error| {statistics.median(errors):.1%}, max {max(errors):.1%}, "
@@ -69,6 +72,7 @@ def _json_rows(rows: list[Comparison]) -> list[dict[str, object]]:
             "predicted": r.predicted,
             "error": r.error,
             "layout": r.layout,
+            "role": r.role,
             "source": r.source,
         }
         for r in rows
@@ -84,23 +88,33 @@ def _write_overlay(target: Path, overlay: dict[str, Any], command: str) -> None:
 @calibrate_app.command("report")
 def report(file: PointsArg = None, calibration: CalibrationOption = None, json: JsonOption = False) -> None:
     """Measured, predicted and error for every figure of every point."""
-    path = file or shipped_points_file()
+    paths = [file] if file else [shipped_points_file(), shipped_points_file("video-training.yaml")]
+    eff = efficiency_for(calibration)
+    tables: list[tuple[Path, list[Comparison]]] = []
     try:
-        rows = compare(load_points(path), efficiency_for(calibration), load_accelerators())
+        for path in paths:
+            tables.append((path, compare(load_points(path), eff, load_accelerators())))
     except FlopexError as exc:
         fail(str(exc))
     if json:
-        print_json(_json_rows(rows))
-    else:
+        print_json([row for _, rows in tables for row in _json_rows(rows)])
+        return
+    for path, rows in tables:
         out_console().print(comparison_table(rows, f"flopex against {path.name}"))
 
 
 @calibrate_app.command("fit")
 def fit_(
-    file: Annotated[Path, typer.Argument(help="Measurements in the format of llm-serving.yaml.")],
+    file: Annotated[
+        Path, typer.Argument(help="Measurements in the format of llm-serving.yaml or video-training.yaml.")
+    ],
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", help="Factor to fit, e.g. compute.peak_fraction.fp8 (repeatable; default: chosen)."),
+        typer.Option(
+            "--param",
+            help="Factor to fit, e.g. compute.peak_fraction.fp8 or video.attention_fraction (repeatable; "
+            "default: chosen from the points).",
+        ),
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Where to write the overlay.")] = None,
     calibration: CalibrationOption = None,

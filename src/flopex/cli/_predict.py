@@ -19,6 +19,7 @@ from flopex.cli._common import (
     out_console,
     print_json,
 )
+from flopex.cli._predict_workloads import register
 from flopex.errors import FlopexError
 from flopex.models import resolve_model
 from flopex.perf import ENGINES, HostedPrediction, LLMQuery, Prediction, parse_scenario, predict_hosted, predict_llm
@@ -156,3 +157,6 @@ def _hosted(hosted: Sequence[HostedOffer], provider: str, model: str, i: int, o:
         f"tokens/s per user (TPOT {h.tpot_s * 1e3:.2f} ms; {h.offer.speed_source}), "
         f"${h.cost_usd_per_request:.5f} per request ({h.offer.price_source})."
     )
+
+
+register(predict_app)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from flopex.perf._agent import RETENTIONS, AgentQuery, AgentSession, Retention, SessionCost, predict_agent
 from flopex.perf._calibrate import (
     METRICS,
     CalibrationPoint,
     Comparison,
     FitResult,
+    Point,
+    TrainingPoint,
+    VideoPoint,
     compare,
     default_parameters,
     fit,
@@ -44,8 +48,43 @@ from flopex.perf._predict import (
 from flopex.perf._probe import ProbeResult, guess_accelerator, probe_overlay
 from flopex.perf._serving import Replica, Steady
 from flopex.perf._step import Batch, Rates, StepTime, rates_for, step_time
+from flopex.perf._training import (
+    TrainingPrediction,
+    TrainingQuery,
+    min_training_count,
+    predict_training,
+    training_flops,
+)
+from flopex.perf._video import (
+    RealtimeNeed,
+    VideoPrediction,
+    VideoQuery,
+    clip_frames,
+    predict_video,
+    realtime_fleet,
+)
 
 __all__ = [
+    "RETENTIONS",
+    "AgentQuery",
+    "AgentSession",
+    "Point",
+    "RealtimeNeed",
+    "Retention",
+    "SessionCost",
+    "TrainingPoint",
+    "TrainingPrediction",
+    "TrainingQuery",
+    "VideoPoint",
+    "VideoPrediction",
+    "VideoQuery",
+    "clip_frames",
+    "min_training_count",
+    "predict_agent",
+    "predict_training",
+    "predict_video",
+    "realtime_fleet",
+    "training_flops",
     "METRICS",
     "CalibrationPoint",
     "Comparison",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -100,6 +101,34 @@ class Measured(BaseModel):
     source: str = Field(min_length=1)
 
 
+class _Video(BaseModel):
+    """Diffusion-transformer video generation (PyTorch pipelines such as diffusers and xDiT)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attention_fraction: Factor
+    attention_by_accelerator: dict[str, Factor] = {}
+    vae_decode_flops_per_pixel: Factor
+    activation_multiple: Factor
+
+
+class _Training(BaseModel):
+    """Pre-training at scale: utilisation, failures, the scale-out network and the sharding assumption."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mfu: Factor
+    mfu_by_accelerator: dict[str, Factor] = {}
+    large_scale_count: PositiveInt
+    large_scale_factor: Factor
+    goodput: Factor
+    fp8_speedup: Factor
+    scale_out_gb_s: Factor
+    global_batch_tokens: Factor
+    state_bytes_per_param: Factor
+    working_bytes_per_token_hidden: Factor
+
+
 class Efficiency(BaseModel):
     """The whole table after every layer is applied."""
 
@@ -113,6 +142,8 @@ class Efficiency(BaseModel):
     software: _Software
     default_engine: dict[str, Engine]
     accelerators: dict[str, Measured] = {}
+    video: _Video
+    training: _Training
 
     def engine_for(self, acc: Accelerator) -> Engine:
         return self.default_engine.get(acc.vendor, "other")
@@ -128,6 +159,19 @@ class Efficiency(BaseModel):
         if measured is not None and precision in measured.peak_fraction:
             return measured.peak_fraction[precision]
         return self.compute.peak_fraction[precision].value
+
+    def video_attention_fraction(self, acc: Accelerator) -> float:
+        factor = self.video.attention_by_accelerator.get(acc.id)
+        return (factor or self.video.attention_fraction).value
+
+    def training_mfu(self, acc: Accelerator, count: int) -> float:
+        """Step MFU (model FLOPs over the dense 16-bit peak) for `count` accelerators of this kind."""
+        t = self.training
+        factor = t.mfu_by_accelerator.get(acc.id) or t.mfu
+        # the large-scale penalty phases in over one doubling beyond large_scale_count, so that more
+        # accelerators never lengthen a run
+        phase = min(max(math.log2(max(count, 1) / t.large_scale_count), 0.0), 1.0)
+        return factor.value * (1 - (1 - t.large_scale_factor.value) * phase)
 
     def memory_fraction(self, acc: Accelerator) -> float:
         measured = self.accelerators.get(acc.id)
