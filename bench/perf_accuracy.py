@@ -1,9 +1,10 @@
-"""Accuracy of flopex's LLM serving model against published measurements.
+"""Accuracy of flopex's performance models against published measurements.
 
-Prints measured, predicted and error for every figure of the calibration file (by default the copy of
-llm-serving.yaml flopex ships), with the median and maximum absolute error and the time it took.
+Prints measured, predicted and error for every figure of each calibration file (by default the copies of
+llm-serving.yaml and video-training.yaml flopex ships), with the median and maximum absolute error and the
+time it took.
 
-    python bench/perf_accuracy.py [MEASUREMENTS.yaml]
+    python bench/perf_accuracy.py [MEASUREMENTS.yaml ...]
 """
 
 from __future__ import annotations
@@ -21,17 +22,18 @@ from flopex.perf import compare, load_efficiency, load_points
 
 
 def main() -> None:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else shipped_points_file()
-    start = time.perf_counter()
-    rows = compare(load_points(path), load_efficiency(), load_accelerators())
-    elapsed = time.perf_counter() - start
+    paths = [Path(a) for a in sys.argv[1:]] or [shipped_points_file(), shipped_points_file("video-training.yaml")]
     console = Console(width=140)
-    console.print(comparison_table(rows, f"flopex shipped defaults against {path.name}"))
-    errors = [abs(r.error) for r in rows]
-    console.print(
-        f"median |error| {statistics.median(errors):.1%}, max {max(errors):.1%}, "
-        f"{sum(e <= 0.15 for e in errors)}/{len(errors)} within 15%; {len(rows)} predictions in {elapsed:.2f} s"
-    )
+    for path in paths:
+        start = time.perf_counter()
+        rows = compare(load_points(path), load_efficiency(), load_accelerators())
+        elapsed = time.perf_counter() - start
+        console.print(comparison_table(rows, f"flopex shipped defaults against {path.name}"))
+        errors = [abs(r.error) for r in rows]
+        console.print(
+            f"median |error| {statistics.median(errors):.1%}, max {max(errors):.1%}, "
+            f"{sum(e <= 0.15 for e in errors)}/{len(errors)} within 15%; {len(rows)} predictions in {elapsed:.2f} s"
+        )
 
 
 if __name__ == "__main__":
