@@ -20,14 +20,14 @@ holds times the share of the hour each spends generating.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from flopex.catalog import Accelerator, Precision
 from flopex.errors import PerfError
 from flopex.models import ModelSpec
 from flopex.perf._efficiency import Efficiency, Engine
-from flopex.perf._predict import LLMQuery, Prediction, Scenario, predict_llm
+from flopex.perf._predict import LLMQuery, Prediction, Scenario, parse_scenario, predict_llm
 from flopex.perf._serving import Replica
 from flopex.perf._step import Batch, rates_for
 
@@ -49,7 +49,7 @@ class AgentQuery:
     idle_s: float  # between turns
     initial_tokens: int = 0  # system prompt and tool definitions
     hours: float = 1.0
-    scenario: Scenario = Scenario("server", 0, 2.0, 0.2)
+    scenario: Scenario = field(default_factory=lambda: parse_scenario("server"))
     engine: Engine | None = None
 
 

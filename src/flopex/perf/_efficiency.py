@@ -160,6 +160,10 @@ class Efficiency(BaseModel):
             return measured.peak_fraction[precision]
         return self.compute.peak_fraction[precision].value
 
+    def usable_bytes(self, acc: Accelerator) -> float:
+        """Memory one accelerator leaves for a workload: the reserve fraction, less the fixed workspace."""
+        return acc.memory_gb * 1e9 * self.memory.reserve.value - self.memory.workspace_gb.value * 1e9
+
     def video_attention_fraction(self, acc: Accelerator) -> float:
         factor = self.video.attention_by_accelerator.get(acc.id)
         return (factor or self.video.attention_fraction).value

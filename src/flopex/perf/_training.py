@@ -54,7 +54,7 @@ def _memory_per_accelerator(q: TrainingQuery, eff: Efficiency, count: int) -> tu
     state = m.total_params * t.state_bytes_per_param.value / count
     per_token = m.hidden_size * (_CHECKPOINT_BYTES * m.num_layers + t.working_bytes_per_token_hidden.value)
     activations = q.sequence_length * per_token
-    usable = q.accelerator.memory_gb * 1e9 * eff.memory.reserve.value - eff.memory.workspace_gb.value * 1e9
+    usable = eff.usable_bytes(q.accelerator)
     return state, activations, usable
 
 

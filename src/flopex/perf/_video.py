@@ -181,7 +181,7 @@ def _predict_at(q: VideoQuery, k: int, eff: Efficiency) -> VideoPrediction:
 
     weights = m.weight_bytes(BYTES[q.precision])
     activations = tokens_per_rank * m.hidden_size * _ACT_BYTES * eff.video.activation_multiple.value
-    usable = acc.memory_gb * 1e9 * eff.memory.reserve.value - eff.memory.workspace_gb.value * 1e9
+    usable = eff.usable_bytes(acc)
     if activations > usable:
         raise DoesNotFitError(
             f"{m.id} at {q.width}x{q.height}, {q.frames} frames: the activations of {s:,} tokens over {k} x "
