@@ -30,6 +30,7 @@ __all__ = [
     "CalibrationError",
     "CatalogFileError",
     "DoesNotFitError",
+    "EconomicsError",
     "FlopexError",
     "ImportFormatError",
     "ModelConfigError",
@@ -40,6 +41,7 @@ __all__ = [
     "UnknownOfferError",
     "UnknownRegionError",
     "UnsupportedPrecisionError",
+    "WorkloadError",
     "closest",
     "did_you_mean",
     "first_validation_error",
@@ -100,6 +102,14 @@ class DoesNotFitError(PerfError):
 
 class CalibrationError(PerfError):
     pass
+
+
+class WorkloadError(FlopexError):
+    """A workload file is wrong: the message names the file, line and field."""
+
+
+class EconomicsError(FlopexError):
+    """A quote, label or price sheet cannot be made as asked."""
 
 
 def first_validation_error(exc: ValidationError) -> str:
