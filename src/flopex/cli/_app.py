@@ -7,9 +7,11 @@ import typer
 from flopex import __version__
 from flopex.cli._calibrate import calibrate_app
 from flopex.cli._catalog import catalog_app
+from flopex.cli._economics import label, pricesheet, quote_command
 from flopex.cli._hardware import hardware_app
 from flopex.cli._models import models_app
 from flopex.cli._predict import predict_app
+from flopex.cli._workload import workload_app
 
 __all__ = ["app", "main"]
 
@@ -25,6 +27,10 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(models_app, name="models")
 app.add_typer(predict_app, name="predict")
 app.add_typer(calibrate_app, name="calibrate")
+app.add_typer(workload_app, name="workload")
+app.command("quote")(quote_command)
+app.command("label")(label)
+app.command("pricesheet")(pricesheet)
 
 
 def _version(value: bool) -> None:

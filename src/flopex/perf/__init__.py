@@ -41,9 +41,11 @@ from flopex.perf._predict import (
     LLMQuery,
     Prediction,
     Scenario,
+    input_share,
     parse_scenario,
     predict_llm,
     profile,
+    replica_for,
 )
 from flopex.perf._probe import ProbeResult, guess_accelerator, probe_overlay
 from flopex.perf._serving import Replica, Steady
@@ -121,6 +123,8 @@ __all__ = [
     "load_efficiency",
     "memory_plan",
     "merge_efficiency",
+    "input_share",
+    "replica_for",
     "parse_scenario",
     "predict_llm",
     "profile",

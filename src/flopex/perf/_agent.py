@@ -27,9 +27,9 @@ from flopex.catalog import Accelerator, Precision
 from flopex.errors import PerfError
 from flopex.models import ModelSpec
 from flopex.perf._efficiency import Efficiency, Engine
-from flopex.perf._predict import LLMQuery, Prediction, Scenario, parse_scenario, predict_llm
+from flopex.perf._predict import LLMQuery, Prediction, Scenario, parse_scenario, predict_llm, replica_for
 from flopex.perf._serving import Replica
-from flopex.perf._step import Batch, rates_for
+from flopex.perf._step import Batch
 
 __all__ = ["RETENTIONS", "AgentQuery", "AgentSession", "Retention", "SessionCost", "predict_agent"]
 
@@ -124,13 +124,6 @@ class AgentSession:
             "kv_capacity_gb": self.serving.memory.kv_bytes / 1e9,
             "policies": {r: c.to_json() for r, c in self.costs.items()},
         }
-
-
-def _replica(p: Prediction, eff: Efficiency) -> Replica:
-    q = p.query
-    settings = eff.engines[p.engine]
-    rates = rates_for(q.accelerator, q.precision, p.kv_precision, p.engine, settings, eff)
-    return Replica(q.model, p.layout, rates, p.memory, settings)
 
 
 def _prefill(rep: Replica, batch: float, context: float, new: float, prefix: float) -> tuple[float, float]:
@@ -238,7 +231,7 @@ def predict_agent(q: AgentQuery, eff: Efficiency) -> AgentSession:
         q.model, q.accelerator, q.count, q.precision, round(mean_input), q.output_per_turn, q.scenario, q.engine
     )
     serving = predict_llm(llm, eff)
-    rep = _replica(serving, eff)
+    rep = replica_for(serving, eff)
     pcie = eff.comm.pcie_gb_s.value * 1e9 / 2 * rep.layout.per_replica  # each accelerator's own link
     costs = {r: _policy(q, rep, serving.point.batch, r, pcie) for r in RETENTIONS}
     busy = costs["hold"].mean_turn_s

@@ -21,7 +21,7 @@ from flopex.perf._memory import (
     weight_bytes,
 )
 from flopex.perf._serving import Replica, Steady, closed_loop, max_batch, steady_state
-from flopex.perf._step import rates_for
+from flopex.perf._step import Batch, rates_for
 
 __all__ = [
     "SCENARIO_SLOS",
@@ -30,8 +30,10 @@ __all__ = [
     "Prediction",
     "Scenario",
     "parse_scenario",
+    "input_share",
     "predict_llm",
     "profile",
+    "replica_for",
 ]
 
 Bound = Literal["compute", "memory", "capacity", "slo"]
@@ -162,6 +164,23 @@ class Prediction:
                 "overhead": p.step.overhead_s,
             },
         }
+
+
+def replica_for(p: Prediction, eff: Efficiency) -> Replica:
+    """The replica a prediction runs on, to evaluate other batches on it."""
+    q = p.query
+    settings = eff.engines[p.engine]
+    rates = rates_for(q.accelerator, q.precision, p.kv_precision, p.engine, settings, eff)
+    return Replica(q.model, p.layout, rates, p.memory, settings)
+
+
+def input_share(p: Prediction, eff: Efficiency) -> float:
+    """Share of the replica's time its prompts take: what the mean step costs beyond a decode-only step."""
+    rep = replica_for(p, eff)
+    point = p.point
+    context = p.query.input_tokens + p.query.output_tokens / 2
+    plain = rep.step(Batch(point.batch, context, 0.0, 0.0, point.batch)).total_s
+    return max(0.0, 1 - plain / point.step.total_s)
 
 
 def _powers_of_two(limit: int) -> list[int]:

@@ -1,0 +1,46 @@
+"""Money, energy and carbon: quotes on every offer, output labels and tiered price sheets."""
+
+from __future__ import annotations
+
+from flopex.economics._energy import EnergyTable, Footprint, GradeBands, Unit, footprint, load_energy_table, power_w
+from flopex.economics._label import LABEL_SCHEMA_VERSION, Label, label_for, render_svg, render_text
+from flopex.economics._measured import EnergyCheck, EnergyPoint, check_energy, load_energy_points, shipped_energy_points
+from flopex.economics._pricesheet import (
+    COMMIT_TIERS,
+    CONTEXT_TIERS,
+    LATENCY_CLASSES,
+    PriceRow,
+    PriceSheet,
+    price_sheet,
+)
+from flopex.economics._quote import Crossover, Quote, QuoteRow, quote
+
+__all__ = [
+    "COMMIT_TIERS",
+    "CONTEXT_TIERS",
+    "LABEL_SCHEMA_VERSION",
+    "LATENCY_CLASSES",
+    "Label",
+    "PriceRow",
+    "PriceSheet",
+    "label_for",
+    "price_sheet",
+    "render_svg",
+    "render_text",
+    "EnergyCheck",
+    "EnergyPoint",
+    "check_energy",
+    "load_energy_points",
+    "shipped_energy_points",
+    "Crossover",
+    "EnergyTable",
+    "Footprint",
+    "GradeBands",
+    "Quote",
+    "QuoteRow",
+    "Unit",
+    "footprint",
+    "load_energy_table",
+    "power_w",
+    "quote",
+]

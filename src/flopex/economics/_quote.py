@@ -1,0 +1,573 @@
+"""Quotes: what a workload costs, uses and emits on every offer that can serve it, ranked.
+
+For each offer (an instance type in a region and market, at a price) flopex takes the fewest instances that
+hold the model as one group, tries every allowed precision the chip runs, and sizes the groups the traffic
+needs. Hosted token-priced offers of the same model are quoted from their list prices. Costs include the
+idle headroom of the last group (instances are whole); energy scales with the share of capacity in use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from flopex.catalog import Accelerator, Catalog, Offer, OfferQuery, Precision, select_offers
+from flopex.economics._energy import EnergyTable, Footprint, Unit, footprint
+from flopex.errors import DoesNotFitError, EconomicsError, FlopexError
+from flopex.models import resolve_model, resolve_video_model
+from flopex.perf import (
+    AgentQuery,
+    AgentSession,
+    Efficiency,
+    LLMQuery,
+    Prediction,
+    Scenario,
+    TrainingPrediction,
+    TrainingQuery,
+    VideoPrediction,
+    VideoQuery,
+    input_share,
+    predict_agent,
+    predict_llm,
+    predict_training,
+    predict_video,
+)
+from flopex.workloads import AgentWorkload, ChatWorkload, TrainingWorkload, VideoWorkload, Workload
+
+__all__ = ["Crossover", "Quote", "QuoteRow", "quote"]
+
+_T = TypeVar("_T")
+_GROUP_SIZES = (1, 2, 4, 8)  # instances that may form one group (one model replica set) when one is too small
+
+_UNIT_NAMES: dict[Unit, str] = {
+    "1k_output_tokens": "1M output tokens",
+    "video_minute": "video-minute",
+    "agent_hour": "agent-hour",
+    "run": "run",
+}
+_ENERGY_UNIT: dict[Unit, str] = {
+    "1k_output_tokens": "1k output tokens",
+    "video_minute": "video-minute",
+    "agent_hour": "agent-hour",
+    "run": "run",
+}
+
+
+@dataclass(frozen=True)
+class QuoteRow:
+    source: Literal["offer", "hosted"]
+    offer_id: str
+    provider: str
+    region: str | None
+    market: str | None
+    accelerator: str | None
+    instance_type: str | None
+    unit: Unit
+    usd_per_hour: float
+    usd_per_unit: float
+    slo_met: bool | None
+    why: str
+    instances: int = 0
+    instances_per_group: int = 0
+    accelerators: int = 0
+    precision: str | None = None
+    tensor_parallel: int | None = None
+    engine: str | None = None
+    load: float = 0.0
+    usd_per_mtok_input: float | None = None
+    usd_per_mtok_output: float | None = None
+    footprint: Footprint | None = None  # per energy unit
+    power_kw: float | None = None  # facility, all instances
+    violations: tuple[str, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)
+    price_source: str = ""
+    price_as_of: str | None = None
+
+    @property
+    def unit_name(self) -> str:
+        return _UNIT_NAMES[self.unit]
+
+    @property
+    def energy_unit(self) -> str:
+        return _ENERGY_UNIT[self.unit]
+
+    @property
+    def wh_per_unit(self) -> float | None:
+        return None if self.footprint is None else self.footprint.facility_wh
+
+    @property
+    def gco2e_per_unit(self) -> float | None:
+        return None if self.footprint is None else self.footprint.operational_g
+
+    @property
+    def eligible(self) -> bool:
+        return self.slo_met is not False and not self.violations
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "offer": self.offer_id,
+            "provider": self.provider,
+            "region": self.region,
+            "market": self.market,
+            "accelerator": self.accelerator,
+            "instance_type": self.instance_type,
+            "instances": self.instances,
+            "instances_per_group": self.instances_per_group,
+            "accelerators": self.accelerators,
+            "precision": self.precision,
+            "tensor_parallel": self.tensor_parallel,
+            "engine": self.engine,
+            "load": self.load,
+            "usd_per_hour": self.usd_per_hour,
+            "unit": self.unit_name,
+            "usd_per_unit": self.usd_per_unit,
+            "usd_per_mtok_input": self.usd_per_mtok_input,
+            "usd_per_mtok_output": self.usd_per_mtok_output,
+            "slo_met": self.slo_met,
+            "why": self.why,
+            "violations": list(self.violations),
+            "energy_unit": self.energy_unit,
+            "wh_per_unit": self.wh_per_unit,
+            "gco2e_per_unit": self.gco2e_per_unit,
+            "power_kw": self.power_kw,
+            "footprint": None if self.footprint is None else self.footprint.to_json(),
+            "price_source": self.price_source,
+            "price_as_of": self.price_as_of,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """Where self-hosting on the best offer starts to beat the cheapest hosted API for the model."""
+
+    hosted: str
+    hosted_usd_per_request: float
+    offer: str
+    group_usd_per_hour: float
+    group_requests_per_s: float
+    requests_per_s: float | None  # None: never, even at full load
+    output_tokens_per_s: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hosted": self.hosted,
+            "hosted_usd_per_request": self.hosted_usd_per_request,
+            "offer": self.offer,
+            "group_usd_per_hour": self.group_usd_per_hour,
+            "group_requests_per_s": self.group_requests_per_s,
+            "requests_per_s": self.requests_per_s,
+            "output_tokens_per_s": self.output_tokens_per_s,
+        }
+
+
+@dataclass(frozen=True)
+class Quote:
+    workload: Workload
+    rows: tuple[QuoteRow, ...]
+    skipped: tuple[str, ...]
+    crossover: Crossover | None
+
+    def to_json(self, top: int | None = None) -> dict[str, Any]:
+        rows = self.rows if top is None else self.rows[:top]
+        return {
+            "workload": self.workload.name,
+            "kind": self.workload.kind,
+            "model": self.workload.model,
+            "rows": [r.to_json() for r in rows],
+            "crossover": None if self.crossover is None else self.crossover.to_json(),
+            "skipped": list(self.skipped),
+        }
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    catalog: Catalog
+    eff: Efficiency
+    energy: EnergyTable
+    market_gco2e_per_kwh: float | None
+
+
+def _offers(w: Workload, catalog: Catalog) -> list[Offer]:
+    c = w.constraints
+    query = OfferQuery(providers=c.providers, markets=c.markets, jurisdictions=c.jurisdictions, regions=c.regions)
+    try:
+        return select_offers(catalog.offers, catalog.accelerators, catalog.regions, query)
+    except FlopexError as exc:
+        raise EconomicsError(f"workload {w.name}: constraints: {exc}") from None
+
+
+def _footprint(ctx: _Ctx, offer: Offer, acc_hours: float, activity: float) -> Footprint | None:
+    """Energy and carbon of the work, or None where the catalog has no TDP for the accelerator."""
+    acc = ctx.catalog.accelerators[offer.accelerator]
+    if acc.tdp_w is None:
+        return None
+    region = ctx.catalog.regions.resolve(offer.provider, offer.region)
+    grid = ctx.catalog.regions.grid(region)
+    return footprint(acc, acc_hours, activity, region, grid, ctx.energy, market_gco2e_per_kwh=ctx.market_gco2e_per_kwh)
+
+
+def _kw(fp: Footprint | None, units_per_hour: float) -> float | None:
+    """Facility power of all instances: Wh per unit x units per hour."""
+    return None if fp is None else fp.facility_wh * units_per_hour / 1000
+
+
+def _precisions(w: Workload, acc: Accelerator) -> list[Precision]:
+    return [p for p in w.precisions if p == "int4" or acc.runs(p)]
+
+
+def _row(offer: Offer, unit: Unit, **kw: Any) -> QuoteRow:
+    return QuoteRow(
+        source="offer",
+        offer_id=offer.id,
+        provider=offer.provider,
+        region=offer.region,
+        market=offer.market,
+        accelerator=offer.accelerator,
+        instance_type=offer.instance_type,
+        unit=unit,
+        price_source=offer.source,
+        price_as_of=str(offer.as_of),
+        **kw,
+    )
+
+
+def _violations(w: Workload, fp: Footprint | None, power_kw: float | None) -> tuple[str, ...]:
+    """The constraints a row breaks; an unknown footprint breaks a carbon or power limit (it cannot be shown
+    to meet it)."""
+    c, out = w.constraints, []
+    carbon = c.max_gco2e_per_1k_output_tokens
+    if carbon is not None and w.kind in ("chat", "completion"):
+        if fp is None:
+            out.append("carbon unknown (no TDP in the catalog)")
+        elif fp.operational_g > carbon:
+            out.append(f"carbon {fp.operational_g:.3g} > {carbon:g} gCO2e per 1k output tokens")
+    if c.max_power_kw is not None:
+        if power_kw is None:
+            out.append("power unknown (no TDP in the catalog)")
+        elif power_kw > c.max_power_kw:
+            out.append(f"power {power_kw:,.1f} > {c.max_power_kw:g} kW")
+    return tuple(out)
+
+
+# --- chat and completion ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ChatFit:
+    """One group of instances at one precision, over the length buckets."""
+
+    predictions: tuple[Prediction, ...]
+    capacity_rps: float  # requests/s one group sustains within the SLO (time-shared over the buckets)
+    met: bool
+    why: str
+    activity: float
+    input_share: float
+
+
+def _chat_fit(w: ChatWorkload, acc: Accelerator, count: int, precision: Precision, eff: Efficiency) -> _ChatFit:
+    buckets = w.traffic.buckets()
+    model = resolve_model(w.model)
+    preds: list[Prediction] = []
+    time_share = activity = share_in = 0.0
+    met, why = True, "SLO met"
+    for b in buckets:
+        ttft, tpot = w.slo.limits(b.output_tokens)
+        scenario = Scenario("server", 0, ttft, tpot)
+        p = predict_llm(LLMQuery(model, acc, count, precision, b.input_tokens, b.output_tokens, scenario), eff)
+        preds.append(p)
+        if not p.slo_met and met:
+            met = False
+            parts = []
+            if p.point.ttft_p99_s > ttft:
+                parts.append(f"p99 TTFT {p.point.ttft_p99_s * 1e3:,.0f} ms > {ttft * 1e3:,.0f} ms")
+            if p.point.tpot_p99_s > tpot:
+                parts.append(f"p99 TPOT {p.point.tpot_p99_s * 1e3:,.1f} ms > {tpot * 1e3:,.1f} ms")
+            why = f"{' and '.join(parts)} even at the smallest batch ({b.input_tokens:,} in / {b.output_tokens:,} out)"
+        seconds = b.weight / p.requests_per_s  # group-seconds per request of this bucket, weighted
+        time_share += seconds
+        activity += seconds * max(p.compute_utilization, p.memory_utilization)
+        share_in += seconds * input_share(p, eff)
+    return _ChatFit(tuple(preds), 1 / time_share, met, why, activity / time_share, share_in / time_share)
+
+
+def _quote_chat(w: ChatWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteRow]:
+    rate = w.traffic.requests_per_s or 0.0
+    mean_in, mean_out = w.traffic.mean_lengths()
+
+    def evaluate(acc: Accelerator, count: int, precision: Precision) -> _ChatFit:
+        return _chat_fit(w, acc, count, precision, ctx.eff)
+
+    def to_row(offer: Offer, group: int, count: int, precision: Precision, fit: _ChatFit) -> QuoteRow:
+        groups = max(1, math.ceil(rate / fit.capacity_rps - 1e-9))
+        load = rate / (groups * fit.capacity_rps)
+        usd_h = groups * group * offer.price_usd_per_hour
+        out_per_h = rate * mean_out * 3600
+        fp = _footprint(ctx, offer, groups * count / (out_per_h / 1000), fit.activity * load)
+        power = _kw(fp, out_per_h / 1000)
+        p0 = fit.predictions[0]
+        return _row(
+            offer, "1k_output_tokens", usd_per_hour=usd_h, usd_per_unit=usd_h / out_per_h * 1e6,
+            usd_per_mtok_input=fit.input_share * usd_h / (rate * mean_in * 3600) * 1e6,
+            usd_per_mtok_output=(1 - fit.input_share) * usd_h / out_per_h * 1e6,
+            slo_met=fit.met, why=fit.why, instances=groups * group, instances_per_group=group,
+            accelerators=groups * count, precision=precision, tensor_parallel=p0.layout.tensor_parallel,
+            engine=p0.engine, load=load, footprint=fp, power_kw=power, violations=_violations(w, fp, power),
+            detail={
+                "group_requests_per_s": fit.capacity_rps,
+                "ttft_p99_s": max(p.point.ttft_p99_s for p in fit.predictions),
+                "tpot_p99_s": max(p.point.tpot_p99_s for p in fit.predictions),
+                "layout": str(p0.layout),
+                "group_usd_per_hour": group * offer.price_usd_per_hour,
+            },
+        )  # fmt: skip
+
+    return _each_group(w, ctx, skipped, evaluate, to_row)
+
+
+def _hosted_rows(w: ChatWorkload, ctx: _Ctx) -> list[QuoteRow]:
+    mean_in, mean_out = w.traffic.mean_lengths()
+    rate = w.traffic.requests_per_s or 0.0
+    c = w.constraints
+    rows = []
+    for h in ctx.catalog.hosted:
+        if h.model != resolve_model(w.model).id:
+            continue
+        if c.providers and h.provider not in {p.lower() for p in c.providers}:
+            continue
+        if c.jurisdictions or c.regions or (c.markets and "on_demand" not in c.markets):
+            continue  # a hosted API names no region to check against; it is pay-as-you-go (on demand)
+        per_request = (mean_in * h.input_usd_per_mtok + mean_out * h.output_usd_per_mtok) / 1e6
+        usd_h = per_request * rate * 3600
+        met: bool | None = None
+        why = "the provider publishes no per-user speed; TTFT is not published"
+        if h.output_tokens_per_s_per_user:
+            tpot = 1 / h.output_tokens_per_s_per_user
+            limit = w.slo.limits(mean_out)[1]
+            met = None if tpot <= limit else False
+            why = (
+                f"TPOT {tpot * 1e3:.1f} ms {'within' if tpot <= limit else 'over'} the {limit * 1e3:.0f} ms SLO; "
+                "TTFT is not published"
+            )
+        rows.append(
+            QuoteRow(
+                source="hosted",
+                offer_id=h.id,
+                provider=h.provider,
+                region=None,
+                market=None,
+                accelerator=None,
+                instance_type=None,
+                unit="1k_output_tokens",
+                usd_per_hour=usd_h,
+                usd_per_unit=per_request / mean_out * 1e6,
+                usd_per_mtok_input=h.input_usd_per_mtok,
+                usd_per_mtok_output=h.output_usd_per_mtok,
+                slo_met=met,
+                why=why,
+                load=1.0,
+                violations=_violations(w, None, None),
+                price_source=h.price_source,
+                detail={"usd_per_request": per_request},
+            )
+        )
+    return rows
+
+
+def _crossover(w: ChatWorkload, rows: Sequence[QuoteRow], hosted: Sequence[QuoteRow]) -> Crossover | None:
+    own = [r for r in rows if r.source == "offer" and r.eligible]
+    if not own or not hosted:
+        return None
+    cheapest = min(hosted, key=lambda r: r.usd_per_unit)
+    per_request = float(cheapest.detail["usd_per_request"])
+    # the offer whose full group is cheapest per request
+    best = min(own, key=lambda r: r.detail["group_usd_per_hour"] / r.detail["group_requests_per_s"])
+    group_usd, group_rps = float(best.detail["group_usd_per_hour"]), float(best.detail["group_requests_per_s"])
+    r_star = group_usd / (3600 * per_request)
+    _, mean_out = w.traffic.mean_lengths()
+    within = r_star <= group_rps
+    return Crossover(
+        hosted=cheapest.offer_id,
+        hosted_usd_per_request=per_request,
+        offer=best.offer_id,
+        group_usd_per_hour=group_usd,
+        group_requests_per_s=group_rps,
+        requests_per_s=r_star if within else None,
+        output_tokens_per_s=r_star * mean_out if within else None,
+    )
+
+
+# --- video, agents, training -----------------------------------------------------------------------------
+
+
+def _each_group(
+    w: Workload,
+    ctx: _Ctx,
+    skipped: list[str],
+    evaluate: Callable[[Accelerator, int, Precision], _T],
+    to_row: Callable[[Offer, int, int, Precision, _T], QuoteRow],
+) -> list[QuoteRow]:
+    """For each offer, the cheapest eligible row over precisions, each on the fewest instances that fit.
+    Performance depends only on (accelerator, count, precision), so it is evaluated once per shape."""
+    cache: dict[tuple[str, int, str], _T | FlopexError] = {}
+    rows = []
+    for offer in _offers(w, ctx.catalog):
+        acc = ctx.catalog.accelerators[offer.accelerator]
+        found: list[QuoteRow] = []
+        problem = f"{w.model} does not fit on up to {_GROUP_SIZES[-1]} instances"
+        for precision in _precisions(w, acc):
+            for group in _GROUP_SIZES:
+                count = offer.accelerator_count * group
+                key = (acc.id, count, precision)
+                if key not in cache:
+                    try:
+                        cache[key] = evaluate(acc, count, precision)
+                    except FlopexError as exc:
+                        cache[key] = exc
+                result = cache[key]
+                if isinstance(result, DoesNotFitError):
+                    continue
+                if isinstance(result, FlopexError):
+                    problem = str(result)
+                    break
+                found.append(to_row(offer, group, count, precision, result))
+                break
+        if found:
+            rows.append(min(found, key=lambda r: (not r.eligible, r.usd_per_unit)))
+        else:
+            skipped.append(f"{offer.id}: {problem}")
+    return rows
+
+
+def _quote_video(w: VideoWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteRow]:
+    model = resolve_video_model(w.model)
+    v = w.video
+
+    def evaluate(acc: Accelerator, count: int, precision: Precision) -> VideoPrediction:
+        q = VideoQuery(
+            model, acc, count, v.width or model.width, v.height or model.height, v.frames or model.frames,
+            v.steps or model.steps, precision, None, v.fps,
+        )  # fmt: skip
+        return predict_video(q, ctx.eff)
+
+    def to_row(offer: Offer, group: int, count: int, precision: Precision, p: VideoPrediction) -> QuoteRow:
+        demand = w.traffic.videos_per_hour
+        groups = max(1, math.ceil(demand / p.videos_per_hour - 1e-9))
+        load = demand / (groups * p.videos_per_hour)
+        usd_h = groups * group * offer.price_usd_per_hour
+        minutes_per_h = demand * p.video_seconds / 60
+        limit = w.slo.max_seconds_per_video
+        met = limit is None or p.seconds_per_video <= limit
+        fp = _footprint(ctx, offer, groups * count / minutes_per_h, p.mfu * load)
+        power = _kw(fp, minutes_per_h)
+        return _row(
+            offer, "video_minute", usd_per_hour=usd_h, usd_per_unit=usd_h / minutes_per_h, slo_met=met,
+            why="SLO met" if met else f"{p.seconds_per_video:,.0f} s per video > {limit:g} s",
+            instances=groups * group, instances_per_group=group, accelerators=groups * count, precision=precision,
+            load=load, footprint=fp, power_kw=power, violations=_violations(w, fp, power),
+            detail={"seconds_per_video": p.seconds_per_video, "sequence_parallel": p.sequence_parallel,
+                    "videos_per_hour_per_group": p.videos_per_hour},
+        )  # fmt: skip
+
+    return _each_group(w, ctx, skipped, evaluate, to_row)
+
+
+def _quote_agent(w: AgentWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteRow]:
+    model = resolve_model(w.model)
+    s = w.session
+    ttft, tpot = w.slo.limits(s.output_per_turn)
+
+    def evaluate(acc: Accelerator, count: int, precision: Precision) -> AgentSession:
+        q = AgentQuery(
+            model, acc, count, precision, s.turns_per_hour, s.tokens_per_turn, s.output_per_turn, s.idle_s,
+            s.initial_tokens, 1.0, Scenario("server", 0, ttft, tpot),
+        )  # fmt: skip
+        return predict_agent(q, ctx.eff)
+
+    def to_row(offer: Offer, group: int, count: int, precision: Precision, session: AgentSession) -> QuoteRow:
+        retention = session.cheapest if s.retention == "cheapest" else s.retention
+        per_session_acc_s = session.costs[retention].accelerator_seconds
+        per_group = count * 3600 / per_session_acc_s
+        demand = w.traffic.concurrent_sessions
+        groups = max(1, math.ceil(demand / per_group - 1e-9))
+        load = demand / (groups * per_group)
+        usd_h = groups * group * offer.price_usd_per_hour
+        serving = session.serving
+        activity = max(serving.compute_utilization, serving.memory_utilization) * load
+        fp = _footprint(ctx, offer, groups * count / demand, activity)
+        power = _kw(fp, demand)
+        met = serving.slo_met
+        return _row(
+            offer, "agent_hour", usd_per_hour=usd_h, usd_per_unit=usd_h / demand, slo_met=met,
+            why="SLO met" if met else "the turn's TTFT/TPOT SLO cannot be met on this layout",
+            instances=groups * group, instances_per_group=group, accelerators=groups * count, precision=precision,
+            tensor_parallel=serving.layout.tensor_parallel, engine=serving.engine, load=load, footprint=fp,
+            power_kw=power, violations=_violations(w, fp, power),
+            detail={"retention": retention, "sessions_per_group": per_group,
+                    "accelerator_seconds_per_session_hour": per_session_acc_s},
+        )  # fmt: skip
+
+    return _each_group(w, ctx, skipped, evaluate, to_row)
+
+
+def _quote_training(w: TrainingWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteRow]:
+    model = resolve_model(w.model)
+    t = w.training
+
+    def run_on(acc: Accelerator, count: int, precision: Precision) -> TrainingPrediction:
+        q = TrainingQuery(model, acc, count, t.tokens, precision, t.sequence_length, t.global_batch_tokens)
+        return predict_training(q, ctx.eff)  # raises DoesNotFitError below the minimum count
+
+    def to_row(offer: Offer, group: int, count: int, precision: Precision, run: TrainingPrediction) -> QuoteRow:
+        deadline = w.slo.deadline_days
+        instances = group
+        if deadline is not None:  # enough instances to finish in time (MFU barely moves with count)
+            needed = run.accelerator_hours / (deadline * 24)
+            instances = max(group, math.ceil(needed / offer.accelerator_count))
+            run = run_on(run.query.accelerator, instances * offer.accelerator_count, precision)
+        hours = run.wall_days * 24
+        usd_h = instances * offer.price_usd_per_hour
+        met = deadline is None or run.wall_days <= deadline * (1 + 1e-9)
+        fp = _footprint(ctx, offer, run.accelerator_hours, ctx.energy.power.training_activity.value)
+        power = _kw(fp, 1 / hours)
+        return _row(
+            offer, "run", usd_per_hour=usd_h, usd_per_unit=usd_h * hours, slo_met=met,
+            why="SLO met" if met else f"{run.wall_days:,.1f} days > {deadline:g}-day deadline",
+            instances=instances, instances_per_group=group, accelerators=instances * offer.accelerator_count,
+            precision=precision, tensor_parallel=run.tensor_parallel, load=1.0, footprint=fp, power_kw=power,
+            violations=_violations(w, fp, power),
+            detail={"wall_days": run.wall_days, "accelerator_hours": run.accelerator_hours, "mfu": run.mfu},
+        )  # fmt: skip
+
+    return _each_group(w, ctx, skipped, run_on, to_row)
+
+
+def quote(
+    w: Workload,
+    catalog: Catalog,
+    eff: Efficiency,
+    energy: EnergyTable,
+    *,
+    market_gco2e_per_kwh: float | None = None,
+) -> Quote:
+    """Every offer that can serve the workload, cheapest eligible first (SLO met or unknown, within the
+    constraints), then the rest; with the self-hosting crossover for chat workloads."""
+    ctx = _Ctx(catalog, eff, energy, market_gco2e_per_kwh)
+    skipped: list[str] = []
+    crossover = None
+    if isinstance(w, ChatWorkload):
+        rows = _quote_chat(w, ctx, skipped)
+        hosted = _hosted_rows(w, ctx)
+        crossover = _crossover(w, rows, hosted)
+        rows += hosted
+    elif isinstance(w, VideoWorkload):
+        rows = _quote_video(w, ctx, skipped)
+    elif isinstance(w, AgentWorkload):
+        rows = _quote_agent(w, ctx, skipped)
+    else:
+        rows = _quote_training(w, ctx, skipped)
+    ranked = sorted(rows, key=lambda r: (not r.eligible, r.slo_met is None, r.usd_per_unit, r.offer_id))
+    return Quote(w, tuple(ranked), tuple(skipped), crossover)

@@ -1,0 +1,69 @@
+"""`flopex workload`, `quote`, `label` and `pricesheet` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from tests.cli.test_cli import run
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CHAT = str(EXAMPLES / "enterprise-chat-70b.yaml")
+
+
+def test_workload_schema_and_validate() -> None:
+    code, out = run("workload", "schema")
+    assert code == 0
+    assert json.loads(out)["title"] == "flopex workload"
+    code, out = run("workload", "validate", str(EXAMPLES / "code-assistant.yaml"))
+    assert code == 0 and "valid completion workload" in out and "2,048 in" in out
+
+
+def test_quote_json_csv_and_table() -> None:
+    code, out = run("quote", CHAT, "--json", "--top", "3")
+    assert code == 0, out
+    data = json.loads(out)
+    assert len(data["rows"]) == 3 and data["crossover"]["requests_per_s"] > 0
+    assert {"usd_per_unit", "usd_per_mtok_input", "slo_met", "wh_per_unit", "gco2e_per_unit", "label"} <= set(
+        data["rows"][0]
+    )
+    code, out = run("quote", CHAT, "--csv", "--top", "2")
+    assert code == 0 and out.splitlines()[0].startswith("source,offer,accelerator") and len(out.splitlines()) == 3
+    code, out = run("quote", str(EXAMPLES / "video-service.yaml"), "--top", "3")
+    assert code == 0 and "video-minute" in out
+
+
+def test_label_from_a_workload_and_from_quote_json(tmp_path: Path) -> None:
+    svg = tmp_path / "badge.svg"
+    code, out = run("label", CHAT, "--format", "svg", "--output", str(svg))
+    assert code == 0, out
+    assert ET.parse(svg).getroot().tag.endswith("svg")
+    code, quoted = run("quote", CHAT, "--json", "--top", "3")
+    path = tmp_path / "q.json"
+    path.write_text(quoted)
+    second = json.loads(quoted)["rows"][1]["offer"]
+    code, out = run("label", str(path), "--offer", second, "--format", "json")
+    assert code == 0 and json.loads(out)["provider"] == second.split("/")[0]
+    code, out = run("label", str(path), "--offer", "nope")
+    assert code == 2 and "is not in" in out
+    code, out = run("label", CHAT, "--format", "png")
+    assert code == 2 and "Choose from: json, text, svg" in out
+
+
+def test_pricesheet_markdown_and_errors() -> None:
+    code, out = run("pricesheet", CHAT, "--margin", "0.25", "--markdown")
+    assert code == 0, out
+    assert out.startswith("# Price sheet: llama-3.3-70b") and "context 128k" in out
+    code, out = run("pricesheet", str(EXAMPLES / "video-service.yaml"))
+    assert code == 2 and "per token" in out
+
+
+def test_a_bad_workload_is_rejected_with_its_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    head = "name: x\nkind: chat\nmodel: llama-3.1-8b\n"
+    bad.write_text(head + "traffic:\n  request_per_s: 2\n  input_tokens: 1\n  output_tokens: 1\n")
+    code, out = run("quote", str(bad))
+    assert code == 2
+    assert "bad.yaml:5: traffic.request_per_s: unknown field. Did you mean 'requests_per_s'" in out.replace("\n", "")
+    assert "Traceback" not in out
