@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from flopex.catalog import Accelerator, Catalog, Offer, OfferQuery, Precision, select_offers
@@ -268,16 +268,33 @@ class _ChatFit:
     input_share: float
 
 
-def _chat_fit(w: ChatWorkload, acc: Accelerator, count: int, precision: Precision, eff: Efficiency) -> _ChatFit:
+def _split(per_instance: int, group: int) -> tuple[int | None, int | None]:
+    """(tensor, pipeline) degrees to fix for a group of instances: TP inside one instance, PP across them;
+    a single instance is left to the model to lay out."""
+    if group == 1:
+        return None, None
+    tp = 1
+    while tp * 2 <= per_instance:
+        tp *= 2
+    return tp, group * (per_instance // tp)
+
+
+def _chat_fit(
+    w: ChatWorkload, acc: Accelerator, per_instance: int, group: int, precision: Precision, eff: Efficiency
+) -> _ChatFit:
     buckets = w.traffic.buckets()
     model = resolve_model(w.model)
     preds: list[Prediction] = []
     time_share = activity = share_in = 0.0
     met, why = True, "SLO met"
+    tp, pp = _split(per_instance, group)
     for b in buckets:
         ttft, tpot = w.slo.limits(b.output_tokens)
         scenario = Scenario("server", 0, ttft, tpot)
-        p = predict_llm(LLMQuery(model, acc, count, precision, b.input_tokens, b.output_tokens, scenario), eff)
+        q = LLMQuery(
+            model, acc, per_instance * group, precision, b.input_tokens, b.output_tokens, scenario, None, tp, pp
+        )
+        p = predict_llm(q, eff)
         preds.append(p)
         if not p.slo_met and met:
             met = False
@@ -298,8 +315,8 @@ def _quote_chat(w: ChatWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteRow
     rate = w.traffic.requests_per_s or 0.0
     mean_in, mean_out = w.traffic.mean_lengths()
 
-    def evaluate(acc: Accelerator, count: int, precision: Precision) -> _ChatFit:
-        return _chat_fit(w, acc, count, precision, ctx.eff)
+    def evaluate(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> _ChatFit:
+        return _chat_fit(w, acc, per_instance, group, precision, ctx.eff)
 
     def to_row(offer: Offer, group: int, count: int, precision: Precision, fit: _ChatFit) -> QuoteRow:
         groups = max(1, math.ceil(rate / fit.capacity_rps - 1e-9))
@@ -407,24 +424,28 @@ def _each_group(
     w: Workload,
     ctx: _Ctx,
     skipped: list[str],
-    evaluate: Callable[[Accelerator, int, Precision], _T],
+    evaluate: Callable[[Accelerator, int, int, Precision], _T],
     to_row: Callable[[Offer, int, int, Precision, _T], QuoteRow],
+    *,
+    groups: tuple[int, ...] = _GROUP_SIZES,
 ) -> list[QuoteRow]:
     """For each offer, the cheapest eligible row over precisions, each on the fewest instances that fit.
-    Performance depends only on (accelerator, count, precision), so it is evaluated once per shape."""
-    cache: dict[tuple[str, int, str], _T | FlopexError] = {}
+    `evaluate(accelerator, per_instance, group, precision)` depends only on the instance shape, so it runs
+    once per shape. Instances of one group share no scale-up fabric: tensor (or sequence) parallelism stays
+    inside an instance, and a group of several instances is pipeline stages over the network."""
+    cache: dict[tuple[str, int, int, str], _T | FlopexError] = {}
     rows = []
     for offer in _offers(w, ctx.catalog):
         acc = ctx.catalog.accelerators[offer.accelerator]
         found: list[QuoteRow] = []
-        problem = f"{w.model} does not fit on up to {_GROUP_SIZES[-1]} instances"
+        problem = f"{w.model} does not fit on up to {groups[-1]} instance(s)"
         for precision in _precisions(w, acc):
-            for group in _GROUP_SIZES:
+            for group in groups:
                 count = offer.accelerator_count * group
-                key = (acc.id, count, precision)
+                key = (acc.id, offer.accelerator_count, group, precision)
                 if key not in cache:
                     try:
-                        cache[key] = evaluate(acc, count, precision)
+                        cache[key] = evaluate(acc, offer.accelerator_count, group, precision)
                     except FlopexError as exc:
                         cache[key] = exc
                 result = cache[key]
@@ -446,12 +467,26 @@ def _quote_video(w: VideoWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteR
     model = resolve_video_model(w.model)
     v = w.video
 
-    def evaluate(acc: Accelerator, count: int, precision: Precision) -> VideoPrediction:
+    limit = w.slo.max_seconds_per_video
+
+    def evaluate(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> VideoPrediction:
+        """The sequence-parallel degree with the most videos per hour within the latency SLO (the fastest
+        degree when none meets it), inside one instance."""
         q = VideoQuery(
-            model, acc, count, v.width or model.width, v.height or model.height, v.frames or model.frames,
+            model, acc, per_instance, v.width or model.width, v.height or model.height, v.frames or model.frames,
             v.steps or model.steps, precision, None, v.fps,
         )  # fmt: skip
-        return predict_video(q, ctx.eff)
+        fastest = predict_video(q, ctx.eff)
+        options = [fastest]
+        k = 1
+        while k < fastest.sequence_parallel:
+            try:
+                options.append(predict_video(replace(q, sequence_parallel=k), ctx.eff))
+            except DoesNotFitError:
+                pass
+            k *= 2
+        within = [p for p in options if limit is None or p.seconds_per_video <= limit]
+        return max(within, key=lambda p: p.videos_per_hour) if within else fastest
 
     def to_row(offer: Offer, group: int, count: int, precision: Precision, p: VideoPrediction) -> QuoteRow:
         demand = w.traffic.videos_per_hour
@@ -459,7 +494,6 @@ def _quote_video(w: VideoWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteR
         load = demand / (groups * p.videos_per_hour)
         usd_h = groups * group * offer.price_usd_per_hour
         minutes_per_h = demand * p.video_seconds / 60
-        limit = w.slo.max_seconds_per_video
         met = limit is None or p.seconds_per_video <= limit
         fp = _footprint(ctx, offer, groups * count / minutes_per_h, p.mfu * load)
         power = _kw(fp, minutes_per_h)
@@ -472,7 +506,7 @@ def _quote_video(w: VideoWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteR
                     "videos_per_hour_per_group": p.videos_per_hour},
         )  # fmt: skip
 
-    return _each_group(w, ctx, skipped, evaluate, to_row)
+    return _each_group(w, ctx, skipped, evaluate, to_row, groups=(1,))
 
 
 def _quote_agent(w: AgentWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteRow]:
@@ -480,10 +514,11 @@ def _quote_agent(w: AgentWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteR
     s = w.session
     ttft, tpot = w.slo.limits(s.output_per_turn)
 
-    def evaluate(acc: Accelerator, count: int, precision: Precision) -> AgentSession:
+    def evaluate(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> AgentSession:
+        tp, pp = _split(per_instance, group)
         q = AgentQuery(
-            model, acc, count, precision, s.turns_per_hour, s.tokens_per_turn, s.output_per_turn, s.idle_s,
-            s.initial_tokens, 1.0, Scenario("server", 0, ttft, tpot),
+            model, acc, per_instance * group, precision, s.turns_per_hour, s.tokens_per_turn, s.output_per_turn,
+            s.idle_s, s.initial_tokens, 1.0, Scenario("server", 0, ttft, tpot), None, tp, pp,
         )  # fmt: skip
         return predict_agent(q, ctx.eff)
 
@@ -521,6 +556,9 @@ def _quote_training(w: TrainingWorkload, ctx: _Ctx, skipped: list[str]) -> list[
         q = TrainingQuery(model, acc, count, t.tokens, precision, t.sequence_length, t.global_batch_tokens)
         return predict_training(q, ctx.eff)  # raises DoesNotFitError below the minimum count
 
+    def evaluate(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> TrainingPrediction:
+        return run_on(acc, per_instance * group, precision)  # data parallel over the scale-out network
+
     def to_row(offer: Offer, group: int, count: int, precision: Precision, run: TrainingPrediction) -> QuoteRow:
         deadline = w.slo.deadline_days
         instances = group
@@ -542,7 +580,7 @@ def _quote_training(w: TrainingWorkload, ctx: _Ctx, skipped: list[str]) -> list[
             detail={"wall_days": run.wall_days, "accelerator_hours": run.accelerator_hours, "mfu": run.mfu},
         )  # fmt: skip
 
-    return _each_group(w, ctx, skipped, run_on, to_row)
+    return _each_group(w, ctx, skipped, evaluate, to_row)
 
 
 def quote(

@@ -51,6 +51,8 @@ class AgentQuery:
     hours: float = 1.0
     scenario: Scenario = field(default_factory=lambda: parse_scenario("server"))
     engine: Engine | None = None
+    tensor_parallel: int | None = None
+    pipeline_parallel: int | None = None
 
 
 @dataclass(frozen=True)
@@ -228,8 +230,9 @@ def predict_agent(q: AgentQuery, eff: Efficiency) -> AgentSession:
         )
     mean_input = q.initial_tokens + (turns - 1) / 2 * (q.tokens_per_turn + q.output_per_turn) + q.tokens_per_turn
     llm = LLMQuery(
-        q.model, q.accelerator, q.count, q.precision, round(mean_input), q.output_per_turn, q.scenario, q.engine
-    )
+        q.model, q.accelerator, q.count, q.precision, round(mean_input), q.output_per_turn, q.scenario, q.engine,
+        q.tensor_parallel, q.pipeline_parallel,
+    )  # fmt: skip
     serving = predict_llm(llm, eff)
     rep = replica_for(serving, eff)
     pcie = eff.comm.pcie_gb_s.value * 1e9 / 2 * rep.layout.per_replica  # each accelerator's own link
