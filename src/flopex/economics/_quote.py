@@ -552,12 +552,14 @@ def _quote_training(w: TrainingWorkload, ctx: _Ctx, skipped: list[str]) -> list[
     model = resolve_model(w.model)
     t = w.training
 
-    def run_on(acc: Accelerator, count: int, precision: Precision) -> TrainingPrediction:
-        q = TrainingQuery(model, acc, count, t.tokens, precision, t.sequence_length, t.global_batch_tokens)
+    def run_on(acc: Accelerator, per_instance: int, count: int, precision: Precision) -> TrainingPrediction:
+        q = TrainingQuery(
+            model, acc, count, t.tokens, precision, t.sequence_length, t.global_batch_tokens, per_instance
+        )
         return predict_training(q, ctx.eff)  # raises DoesNotFitError below the minimum count
 
     def evaluate(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> TrainingPrediction:
-        return run_on(acc, per_instance * group, precision)  # data parallel over the scale-out network
+        return run_on(acc, per_instance, per_instance * group, precision)  # data parallel across instances
 
     def to_row(offer: Offer, group: int, count: int, precision: Precision, run: TrainingPrediction) -> QuoteRow:
         deadline = w.slo.deadline_days
@@ -565,7 +567,7 @@ def _quote_training(w: TrainingWorkload, ctx: _Ctx, skipped: list[str]) -> list[
         if deadline is not None:  # enough instances to finish in time (MFU barely moves with count)
             needed = run.accelerator_hours / (deadline * 24)
             instances = max(group, math.ceil(needed / offer.accelerator_count))
-            run = run_on(run.query.accelerator, instances * offer.accelerator_count, precision)
+            run = run_on(run.query.accelerator, offer.accelerator_count, instances * offer.accelerator_count, precision)
         hours = run.wall_days * 24
         usd_h = instances * offer.price_usd_per_hour
         met = deadline is None or run.wall_days <= deadline * (1 + 1e-9)

@@ -7,9 +7,10 @@ Model FLOPs per token are 6·N (N active parameters: forward 2·N, backward 4·N
 Stated assumptions:
 - Sharding: weights, gradients and optimizer state fully sharded over all accelerators (FSDP / ZeRO-3);
   activations recomputed per layer, one sequence per accelerator per micro-step.
-- Layout: tensor parallelism across one scale-up domain and the fewest pipeline stages (powers of two, up to
-  the layer count) whose data-parallel gradient reduction hides behind the step's compute, as large runs do
-  (Llama 3 405B: TP8 x PP16 on 16K H100). Pipeline bubbles are inside the measured MFU.
+- Layout: tensor parallelism (a power of two dividing the heads) across one scale-up domain, and the fewest
+  pipeline stages (powers of two, up to the layer count) whose data-parallel gradient reduction hides behind
+  the step's compute, as large runs do (Llama 3 405B: TP8 x PP16 on 16K H100). Pipeline bubbles are inside
+  the measured MFU.
 - Network: each accelerator reduces its shard of the gradients (16-bit) over the scale-out network with a
   ring across the data-parallel replicas, overlapped with the backward pass; a step is never faster than it.
 """
@@ -40,6 +41,7 @@ class TrainingQuery:
     precision: Precision = "bf16"
     sequence_length: int = 4096
     global_batch_tokens: float | None = None  # None: the efficiency table's
+    tensor_parallel_limit: int | None = None  # accelerators that share a scale-up fabric (one instance)
 
 
 def training_flops(model: ModelSpec, tokens: float, sequence_length: int) -> float:
@@ -143,7 +145,10 @@ def _layout(q: TrainingQuery, batch: float, compute_s: float, scale_out: float) 
     A layout is feasible when every data-parallel replica gets at least one sequence per step; when none
     hides the reduction, the one that exposes least of it.
     """
-    tp = min(q.accelerator.scale_up_domain or 1, q.count)
+    limit = min(q.accelerator.scale_up_domain or 1, q.count, q.tensor_parallel_limit or q.count)
+    tp = 1
+    while tp * 2 <= limit and q.model.num_heads % (tp * 2) == 0:
+        tp *= 2
     options: list[tuple[bool, float, int, int]] = []
     pp = 1
     while pp <= q.model.num_layers and tp * pp <= q.count:
