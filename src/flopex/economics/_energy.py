@@ -13,34 +13,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flopex.catalog import Accelerator, GridIntensity, Region
 from flopex.errors import EconomicsError
+from flopex.perf import Factor
 
 __all__ = ["EnergyTable", "Footprint", "GradeBands", "Unit", "footprint", "load_energy_table", "power_w"]
 
 Unit = Literal["1k_output_tokens", "video_minute", "agent_hour", "run"]
 
 
-class _Factor(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    value: float = Field(ge=0)
-    source: str = Field(min_length=1)
-
-
 class _Power(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: str
-    host_share_of_tdp: _Factor
-    uncertainty_pct: _Factor
-    training_activity: _Factor
+    host_share_of_tdp: Factor
+    uncertainty_pct: Factor
+    training_activity: Factor
 
 
 class _Embodied(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    life_years: _Factor
-    default_kg_per_accelerator: _Factor
-    kg_per_accelerator: dict[str, _Factor] = {}
+    life_years: Factor
+    default_kg_per_accelerator: Factor
+    kg_per_accelerator: dict[str, Factor] = {}
 
 
 class GradeBands(BaseModel):
@@ -65,7 +59,7 @@ class EnergyTable(BaseModel):
     embodied: _Embodied
     grades: dict[Unit, GradeBands]
 
-    def embodied_kg(self, acc: Accelerator) -> _Factor:
+    def embodied_kg(self, acc: Accelerator) -> Factor:
         return self.embodied.kg_per_accelerator.get(acc.id) or self.embodied.default_kg_per_accelerator
 
 
