@@ -13,7 +13,17 @@ from flopex.economics._pricesheet import (
     PriceSheet,
     price_sheet,
 )
-from flopex.economics._quote import Crossover, Quote, QuoteRow, quote
+from flopex.economics._quote import (
+    ChatFit,
+    Crossover,
+    Quote,
+    QuoteRow,
+    agent_fit,
+    agent_retention,
+    chat_fit,
+    quote,
+    video_fit,
+)
 
 __all__ = [
     "COMMIT_TIERS",
@@ -32,6 +42,11 @@ __all__ = [
     "check_energy",
     "load_energy_points",
     "shipped_energy_points",
+    "ChatFit",
+    "agent_fit",
+    "agent_retention",
+    "chat_fit",
+    "video_fit",
     "Crossover",
     "EnergyTable",
     "Footprint",

@@ -23,6 +23,7 @@ from flopex.perf import (
     Efficiency,
     LLMQuery,
     Prediction,
+    Retention,
     Scenario,
     TrainingPrediction,
     TrainingQuery,
@@ -36,7 +37,17 @@ from flopex.perf import (
 )
 from flopex.workloads import AgentWorkload, ChatWorkload, TrainingWorkload, VideoWorkload, Workload
 
-__all__ = ["Crossover", "Quote", "QuoteRow", "quote"]
+__all__ = [
+    "ChatFit",
+    "Crossover",
+    "Quote",
+    "QuoteRow",
+    "agent_fit",
+    "agent_retention",
+    "chat_fit",
+    "quote",
+    "video_fit",
+]
 
 _T = TypeVar("_T")
 _GROUP_SIZES = (1, 2, 4, 8)  # instances that may form one group (one model replica set) when one is too small
@@ -257,7 +268,7 @@ def _violations(w: Workload, fp: Footprint | None, power_kw: float | None) -> tu
 
 
 @dataclass(frozen=True)
-class _ChatFit:
+class ChatFit:
     """One group of instances at one precision, over the length buckets."""
 
     predictions: tuple[Prediction, ...]
@@ -279,9 +290,9 @@ def _split(per_instance: int, group: int) -> tuple[int | None, int | None]:
     return tp, group * (per_instance // tp)
 
 
-def _chat_fit(
+def chat_fit(
     w: ChatWorkload, acc: Accelerator, per_instance: int, group: int, precision: Precision, eff: Efficiency
-) -> _ChatFit:
+) -> ChatFit:
     buckets = w.traffic.buckets()
     model = resolve_model(w.model)
     preds: list[Prediction] = []
@@ -308,17 +319,17 @@ def _chat_fit(
         time_share += seconds
         activity += seconds * max(p.compute_utilization, p.memory_utilization)
         share_in += seconds * input_share(p, eff)
-    return _ChatFit(tuple(preds), 1 / time_share, met, why, activity / time_share, share_in / time_share)
+    return ChatFit(tuple(preds), 1 / time_share, met, why, activity / time_share, share_in / time_share)
 
 
 def _quote_chat(w: ChatWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteRow]:
     rate = w.traffic.requests_per_s or 0.0
     mean_in, mean_out = w.traffic.mean_lengths()
 
-    def evaluate(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> _ChatFit:
-        return _chat_fit(w, acc, per_instance, group, precision, ctx.eff)
+    def evaluate(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> ChatFit:
+        return chat_fit(w, acc, per_instance, group, precision, ctx.eff)
 
-    def to_row(offer: Offer, group: int, count: int, precision: Precision, fit: _ChatFit) -> QuoteRow:
+    def to_row(offer: Offer, group: int, count: int, precision: Precision, fit: ChatFit) -> QuoteRow:
         groups = max(1, math.ceil(rate / fit.capacity_rps - 1e-9))
         load = rate / (groups * fit.capacity_rps)
         usd_h = groups * group * offer.price_usd_per_hour
@@ -463,30 +474,53 @@ def _each_group(
     return rows
 
 
-def _quote_video(w: VideoWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteRow]:
+def video_fit(
+    w: VideoWorkload, acc: Accelerator, per_instance: int, precision: Precision, eff: Efficiency
+) -> VideoPrediction:
+    """The sequence-parallel degree inside one instance with the most videos per hour within the latency SLO
+    (the fastest degree when none meets it)."""
     model = resolve_video_model(w.model)
-    v = w.video
+    v, limit = w.video, w.slo.max_seconds_per_video
+    q = VideoQuery(
+        model, acc, per_instance, v.width or model.width, v.height or model.height, v.frames or model.frames,
+        v.steps or model.steps, precision, None, v.fps,
+    )  # fmt: skip
+    fastest = predict_video(q, eff)
+    options = [fastest]
+    k = 1
+    while k < fastest.sequence_parallel:
+        try:
+            options.append(predict_video(replace(q, sequence_parallel=k), eff))
+        except DoesNotFitError:
+            pass
+        k *= 2
+    within = [p for p in options if limit is None or p.seconds_per_video <= limit]
+    return max(within, key=lambda p: p.videos_per_hour) if within else fastest
 
+
+def agent_fit(
+    w: AgentWorkload, acc: Accelerator, per_instance: int, group: int, precision: Precision, eff: Efficiency
+) -> AgentSession:
+    """An agent session on one group of instances (TP inside an instance, pipeline stages across them)."""
+    s = w.session
+    ttft, tpot = w.slo.limits(s.output_per_turn)
+    tp, pp = _split(per_instance, group)
+    q = AgentQuery(
+        resolve_model(w.model), acc, per_instance * group, precision, s.turns_per_hour, s.tokens_per_turn,
+        s.output_per_turn, s.idle_s, s.initial_tokens, 1.0, Scenario("server", 0, ttft, tpot), None, tp, pp,
+    )  # fmt: skip
+    return predict_agent(q, eff)
+
+
+def agent_retention(w: AgentWorkload, session: AgentSession) -> Retention:
+    return session.cheapest if w.session.retention == "cheapest" else w.session.retention
+
+
+def _quote_video(w: VideoWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteRow]:
     limit = w.slo.max_seconds_per_video
 
     def evaluate(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> VideoPrediction:
-        """The sequence-parallel degree with the most videos per hour within the latency SLO (the fastest
-        degree when none meets it), inside one instance."""
-        q = VideoQuery(
-            model, acc, per_instance, v.width or model.width, v.height or model.height, v.frames or model.frames,
-            v.steps or model.steps, precision, None, v.fps,
-        )  # fmt: skip
-        fastest = predict_video(q, ctx.eff)
-        options = [fastest]
-        k = 1
-        while k < fastest.sequence_parallel:
-            try:
-                options.append(predict_video(replace(q, sequence_parallel=k), ctx.eff))
-            except DoesNotFitError:
-                pass
-            k *= 2
-        within = [p for p in options if limit is None or p.seconds_per_video <= limit]
-        return max(within, key=lambda p: p.videos_per_hour) if within else fastest
+        return video_fit(w, acc, per_instance, precision, ctx.eff)
 
     def to_row(offer: Offer, group: int, count: int, precision: Precision, p: VideoPrediction) -> QuoteRow:
         demand = w.traffic.videos_per_hour
@@ -510,20 +544,11 @@ def _quote_video(w: VideoWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteR
 
 
 def _quote_agent(w: AgentWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteRow]:
-    model = resolve_model(w.model)
-    s = w.session
-    ttft, tpot = w.slo.limits(s.output_per_turn)
-
     def evaluate(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> AgentSession:
-        tp, pp = _split(per_instance, group)
-        q = AgentQuery(
-            model, acc, per_instance * group, precision, s.turns_per_hour, s.tokens_per_turn, s.output_per_turn,
-            s.idle_s, s.initial_tokens, 1.0, Scenario("server", 0, ttft, tpot), None, tp, pp,
-        )  # fmt: skip
-        return predict_agent(q, ctx.eff)
+        return agent_fit(w, acc, per_instance, group, precision, ctx.eff)
 
     def to_row(offer: Offer, group: int, count: int, precision: Precision, session: AgentSession) -> QuoteRow:
-        retention = session.cheapest if s.retention == "cheapest" else s.retention
+        retention = agent_retention(w, session)
         per_session_acc_s = session.costs[retention].accelerator_seconds
         per_group = count * 3600 / per_session_acc_s
         demand = w.traffic.concurrent_sessions
