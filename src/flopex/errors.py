@@ -36,6 +36,7 @@ __all__ = [
     "ModelConfigError",
     "ModelError",
     "PerfError",
+    "PlanError",
     "UnknownAcceleratorError",
     "UnknownModelError",
     "UnknownOfferError",
@@ -106,6 +107,10 @@ class CalibrationError(PerfError):
 
 class WorkloadError(FlopexError):
     """A workload file is wrong: the message names the file, line and field."""
+
+
+class PlanError(FlopexError):
+    """A plan file, or the plan it asks for, is wrong or cannot be made."""
 
 
 class EconomicsError(FlopexError):

@@ -10,6 +10,7 @@ from flopex.cli._catalog import catalog_app
 from flopex.cli._economics import label, pricesheet, quote_command
 from flopex.cli._hardware import hardware_app
 from flopex.cli._models import models_app
+from flopex.cli._plan import plan_command
 from flopex.cli._predict import predict_app
 from flopex.cli._workload import workload_app
 
@@ -31,6 +32,7 @@ app.add_typer(workload_app, name="workload")
 app.command("quote")(quote_command)
 app.command("label")(label)
 app.command("pricesheet")(pricesheet)
+app.command("plan")(plan_command)
 
 
 def _version(value: bool) -> None:

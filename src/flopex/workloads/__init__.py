@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flopex.workloads._load import TraceSummary, load_workload, read_trace, workload_schema
+from flopex.workloads._load import TraceSummary, load_workload, load_workload_text, read_trace, workload_schema
 from flopex.workloads._spec import (
     HOURS_PER_MONTH,
     AgentWorkload,
@@ -31,6 +31,7 @@ __all__ = [
     "Workload",
     "WorkloadKind",
     "load_workload",
+    "load_workload_text",
     "read_trace",
     "workload_schema",
 ]

@@ -23,7 +23,7 @@ from flopex.workloads._spec import (
     Workload,
 )
 
-__all__ = ["read_trace", "load_workload", "workload_schema", "TraceSummary"]
+__all__ = ["TraceSummary", "load_workload", "load_workload_text", "read_trace", "workload_schema"]
 
 _ADAPTER: TypeAdapter[Workload] = TypeAdapter(Workload)
 _KINDS: dict[str, type[BaseModel]] = {
@@ -189,6 +189,11 @@ def load_workload(path: Path) -> Workload:
         raise WorkloadError(
             f"{path}: no such file. To fix: give the path to a workload YAML (see examples/)."
         ) from None
+    return load_workload_text(path, text)
+
+
+def load_workload_text(path: Path, text: str) -> Workload:
+    """Validate workload YAML text; `path` names it in errors and anchors a relative trace path."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)

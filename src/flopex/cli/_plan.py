@@ -1,0 +1,192 @@
+"""`flopex plan`: the cheapest fleet that serves the workloads within their SLOs and constraints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flopex.cli._common import (
+    CalibrationOption,
+    CatalogOption,
+    JsonOption,
+    catalog_for,
+    efficiency_for,
+    err_console,
+    fail,
+    out_console,
+    print_json,
+)
+from flopex.economics import load_energy_table
+from flopex.errors import FlopexError
+from flopex.plan import (
+    ParetoPoint,
+    Plan,
+    load_plan,
+    make_plan,
+    melange_result,
+    pareto,
+    pareto_svg,
+    read_melange,
+    solve_melange,
+)
+
+__all__ = ["plan_command"]
+
+
+def _summary(plan: Plan) -> None:
+    j = plan.to_json()
+    console = out_console()
+    if j["status"] not in ("optimal", "time_limit"):
+        console.print(f"[bold red]No plan:[/] {j['message']}")
+        if j["relaxations"]:
+            console.print("Relaxing one constraint at a time:")
+            for r in j["relaxations"]:
+                result = "still infeasible" if r["usd_per_hour"] is None else f"feasible at ${r['usd_per_hour']:,.2f}/h"
+                console.print(f"  without {r['text']}: {result}")
+        return
+    table = Table(
+        title=f"Plan {j['name']}: ${j['usd_per_hour']:,.2f}/h (${j['usd_per_month']:,.0f}/month)", header_style="bold"
+    )
+    for col in (
+        "workload",
+        "offer",
+        "config",
+        "groups",
+        "instances",
+        "$/hour",
+        "utilisation",
+        "headroom",
+        "kW",
+        "kgCO2e/h",
+    ):
+        table.add_column(col, justify="left" if col in ("workload", "offer", "config") else "right", overflow="fold")
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for line in j["fleet"]:
+        table.add_row(
+            line["workload"], line["offer"] + (" (spot)" if line["spot"] else ""), line["config"],
+            str(line["groups"] or "-"), str(line["instances"] or "-"), f"${line['usd_per_hour']:,.2f}",
+            fmt(line["utilisation"], ".0%"), fmt(line["slo_headroom"], ".0%"), fmt(line["power_kw"], ",.1f"),
+            fmt(line["carbon_kg_per_hour"], ",.3f"),
+        )  # fmt: skip
+    console.print(table)
+    for w in j["workloads"]:
+        per = "" if w["usd_per_mtok_output"] is None else f", ${w['usd_per_mtok_output']:,.3f} per 1M output tokens"
+        console.print(f"{w['name']}: ${w['usd_per_hour']:,.2f}/h{per}")
+        for r in w["routing"]:
+            shares = ", ".join(f"{k.split('|')[1] if '|' in k else k} {v:.0%}" for k, v in r["shares"].items())
+            console.print(f"   bucket {r['bucket']} ({r['rate']:,.3g} {r['unit']}): {shares}")
+    s = j["solver"]
+    unknown = j["groups_without_energy_figures"]
+    console.print(
+        f"Energy {j['energy_kwh_per_hour']:,.2f} kWh/h, carbon {j['carbon_kg_per_hour']:,.3f} kgCO2e/h"
+        + (f" (not counting {unknown} group(s) whose accelerators publish no TDP)" if unknown else "")
+        + ". "
+        f"Solved by {s['engine']} in {s['seconds']:.2f} s ({s['integer_variables']} integer, "
+        f"{s['continuous_variables']} continuous variables, {s['constraints']} constraints), gap {s['gap']:.2%}."
+    )
+    e = j["explanation"]
+    for b in e["binding"]:
+        console.print(
+            f"Binding: {b['text']} costs ${b['costs_usd_per_hour']:,.2f}/h "
+            f"(without it: ${b['usd_per_hour_without']:,.2f}/h)."
+        )
+    if e["single_offer_usd_per_hour"] is not None:
+        console.print(
+            f"The cheapest single-offer fleet per workload (no failure-domain or spot rules) costs "
+            f"${e['single_offer_usd_per_hour']:,.2f}/h; this plan is {-e['saving_vs_single_offer']:+.1%} against it."
+            if e["saving_vs_single_offer"] < 0
+            else f"The cheapest single-offer fleet per workload costs ${e['single_offer_usd_per_hour']:,.2f}/h; this "
+            f"plan saves {e['saving_vs_single_offer']:.1%}."
+        )
+
+
+def _pareto_table(front: list[ParetoPoint]) -> None:
+    table = Table(title="Cost against carbon: the Pareto frontier", header_style="bold")
+    for col in ("$/hour", "kgCO2e/hour", "$ per tonne avoided, against the cheapest"):
+        table.add_column(col, justify="right")
+    cheapest = front[-1] if front else None
+    for p in front:
+        avoided = 0.0 if cheapest is None else (cheapest.carbon_kg_per_hour - p.carbon_kg_per_hour) / 1000
+        marginal = (
+            "-" if cheapest is None or avoided <= 0 else f"{(p.usd_per_hour - cheapest.usd_per_hour) / avoided:,.0f}"
+        )
+        table.add_row(f"{p.usd_per_hour:,.2f}", f"{p.carbon_kg_per_hour:,.3f}", marginal)
+    out_console().print(table)
+
+
+def plan_command(
+    file: Annotated[
+        Path | None, typer.Argument(help="A plan YAML (workloads and options) or one workload YAML.")
+    ] = None,
+    carbon_price: Annotated[float | None, typer.Option("--carbon-price", min=0.0, help="USD per tonne CO2e.")] = None,
+    carbon_cap: Annotated[
+        float | None, typer.Option("--carbon-cap-kg-per-hour", min=0.0, help="Cap on expected kgCO2e per hour.")
+    ] = None,
+    min_domains: Annotated[
+        int | None, typer.Option("--min-domains", min=1, help="Failure domains per workload.")
+    ] = None,
+    utilisation: Annotated[float | None, typer.Option("--utilisation", min=0.01, max=1.0)] = None,
+    whole: Annotated[bool, typer.Option("--whole", help="Route each slice to one offer (Mélange style).")] = False,
+    time_limit: Annotated[float | None, typer.Option("--time-limit", min=0.1, help="Solver seconds.")] = None,
+    gap: Annotated[float | None, typer.Option("--gap", min=0.0, max=0.5, help="Relative MIP gap to stop at.")] = None,
+    pareto_axes: Annotated[str | None, typer.Option("--pareto", help="cost,carbon: sweep the carbon price.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="With --pareto: write the frontier as SVG.")] = None,
+    melange: Annotated[Path | None, typer.Option("--melange", help="Solve a Mélange input file instead.")] = None,
+    catalog: CatalogOption = None,
+    calibration: CalibrationOption = None,
+    json: JsonOption = False,
+) -> None:
+    """The cheapest heterogeneous fleet (HiGHS MILP) for one or more workloads, explained."""
+    if melange is not None:
+        try:
+            spec = read_melange(melange)
+            print_json(melange_result(spec, solve_melange(spec, time_limit or 10.0)))
+        except FlopexError as exc:
+            fail(str(exc))
+        return
+    if file is None:
+        fail("give a plan or workload file (e.g. examples/fleet-plan.yaml), or --melange FILE.")
+    if pareto_axes is not None and pareto_axes.replace(" ", "") not in ("cost,carbon", "carbon,cost"):
+        fail(f"--pareto {pareto_axes!r}: flopex sweeps cost against carbon. To fix: pass --pareto cost,carbon.")
+    if plot is not None and (pareto_axes is None or plot.suffix.lower() != ".svg"):
+        fail("--plot writes the --pareto frontier as SVG. To fix: pass --pareto cost,carbon --plot frontier.svg.")
+    try:
+        spec_, workloads = load_plan(file)
+        overrides: dict[str, Any] = {}
+        for key, value in (("carbon_price_usd_per_t", carbon_price), ("carbon_cap_kg_per_hour", carbon_cap),
+                           ("min_failure_domains", min_domains), ("utilisation", utilisation),
+                           ("time_limit_s", time_limit), ("mip_gap", gap)):  # fmt: skip
+            if value is not None:
+                overrides[key] = value
+        if whole:
+            overrides["whole_assignment"] = True
+        spec_ = spec_.model_copy(update=overrides)
+        plan = make_plan(
+            spec_, workloads, catalog_for(catalog, quiet=True), efficiency_for(calibration), load_energy_table()
+        )
+        front = pareto(plan) if pareto_axes else None
+    except FlopexError as exc:
+        fail(str(exc))
+    if json:
+        data = plan.to_json()
+        if front is not None:
+            data["pareto"] = [{"usd_per_hour": p.usd_per_hour, "carbon_kg_per_hour": p.carbon_kg_per_hour}
+                              for p in front]  # fmt: skip
+        print_json(data)
+    else:
+        _summary(plan)
+        if front is not None:
+            _pareto_table(front)
+    if plot is not None and front is not None:
+        plot.write_text(pareto_svg(front, f"{spec_.name}: cost against carbon"), encoding="utf-8")
+        err_console().print(f"wrote {plot}")
+    for line in plan.inputs.skipped[:5]:
+        err_console().print(f"skipped {line}", highlight=False)
+    if plan.solution.status not in ("optimal", "time_limit"):
+        raise typer.Exit(1)

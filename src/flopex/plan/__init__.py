@@ -1,0 +1,47 @@
+"""The fleet planner: the cheapest mix of offers that serves the workloads within their SLOs and limits."""
+
+from __future__ import annotations
+
+from flopex.plan._build import Inputs, build_inputs
+from flopex.plan._melange import MelangeInput, melange_result, read_melange, solve_melange
+from flopex.plan._milp import CONSTRAINT_GROUPS, Candidate, Demand, Hosted, Options, Solution, prune, solve
+from flopex.plan._plan import (
+    PLAN_SCHEMA_VERSION,
+    Binding,
+    ParetoPoint,
+    Plan,
+    make_plan,
+    options_for,
+    pareto,
+    pareto_svg,
+)
+from flopex.plan._spec import PlanSpec, Profile, SpotPolicy, load_plan
+
+__all__ = [
+    "CONSTRAINT_GROUPS",
+    "PLAN_SCHEMA_VERSION",
+    "Binding",
+    "Candidate",
+    "Demand",
+    "Hosted",
+    "Inputs",
+    "MelangeInput",
+    "Options",
+    "ParetoPoint",
+    "Plan",
+    "PlanSpec",
+    "Profile",
+    "Solution",
+    "SpotPolicy",
+    "build_inputs",
+    "load_plan",
+    "make_plan",
+    "melange_result",
+    "options_for",
+    "pareto",
+    "pareto_svg",
+    "prune",
+    "read_melange",
+    "solve",
+    "solve_melange",
+]

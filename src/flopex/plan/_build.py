@@ -1,0 +1,217 @@
+"""From workloads and the catalog to the planner's candidates, demands and hosted options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flopex.catalog import Accelerator, Catalog, Offer, OfferQuery, Precision, select_offers
+from flopex.economics import EnergyTable, agent_fit, agent_retention, chat_fit, power_w, video_fit
+from flopex.errors import DoesNotFitError, FlopexError, PlanError
+from flopex.models import resolve_model
+from flopex.perf import Efficiency
+from flopex.plan._milp import Candidate, Demand, Hosted
+from flopex.plan._spec import PlanSpec
+from flopex.workloads import AgentWorkload, ChatWorkload, VideoWorkload, Workload
+
+__all__ = ["Inputs", "build_inputs"]
+
+_GROUP_SIZES = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    candidates: list[Candidate]
+    demands: list[Demand]
+    hosted: list[Hosted]
+    offer_capacity: dict[str, int]
+    units: dict[str, str]  # workload -> what a bucket's rate counts
+    output_tokens: dict[str, tuple[float, ...]]  # workload -> output tokens per unit, per bucket
+    skipped: list[str]
+
+
+@dataclass(frozen=True)
+class _Fit:
+    capacity: tuple[float, ...]  # units/s per bucket for one group
+    activity: float
+    precision: Precision
+    label: str
+
+
+def _offers(w: Workload, catalog: Catalog) -> list[Offer]:
+    c = w.constraints
+    query = OfferQuery(providers=c.providers, markets=c.markets, jurisdictions=c.jurisdictions, regions=c.regions)
+    return select_offers(catalog.offers, catalog.accelerators, catalog.regions, query)
+
+
+def _demand(w: Workload) -> tuple[Demand, str, tuple[float, ...]]:
+    if isinstance(w, ChatWorkload):
+        buckets = w.traffic.buckets()
+        rate = w.traffic.requests_per_s or 0.0
+        labels = tuple(f"{b.input_tokens}/{b.output_tokens}" for b in buckets)
+        return (
+            Demand(w.name, tuple(rate * b.weight for b in buckets), labels),
+            "requests/s",
+            tuple(float(b.output_tokens) for b in buckets),
+        )
+    if isinstance(w, VideoWorkload):
+        return Demand(w.name, (w.traffic.videos_per_hour / 3600,), ("video",)), "videos/s", (0.0,)
+    if isinstance(w, AgentWorkload):
+        return Demand(w.name, (w.traffic.concurrent_sessions,), ("session",)), "sessions", (0.0,)
+    raise PlanError(
+        f"workload {w.name} is a {w.kind} run, not traffic to serve; the planner sizes serving fleets. "
+        f"To fix: quote it with `flopex quote` instead."
+    )
+
+
+def _fitter(w: Workload, eff: Efficiency, spec: PlanSpec) -> Callable[[Accelerator, int, int, Precision], _Fit]:
+    """Capacity of one group, per bucket, at the workload's SLO (0 where the SLO cannot be met)."""
+    profiles = [p for p in spec.profiles if p.workload == w.name]
+
+    def chat(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> _Fit:
+        assert isinstance(w, ChatWorkload)
+        fit = chat_fit(w, acc, per_instance, group, precision, eff)
+        caps = []
+        for b, p in zip(w.traffic.buckets(), fit.predictions, strict=True):
+            measured = next(
+                (m for m in profiles if m.accelerator.lower() == acc.id.lower() and m.precision == precision
+                 and m.accelerators == per_instance * group and (m.input_tokens, m.output_tokens)
+                 == (b.input_tokens, b.output_tokens)),
+                None,
+            )  # fmt: skip
+            caps.append(measured.requests_per_s if measured else (p.requests_per_s if p.slo_met else 0.0))
+        layout = fit.predictions[0].layout
+        label = f"{acc.id} x{per_instance * group} {precision} TP{layout.tensor_parallel}"
+        return _Fit(tuple(caps), fit.activity, precision, label)
+
+    def video(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> _Fit:
+        assert isinstance(w, VideoWorkload)
+        p = video_fit(w, acc, per_instance, precision, eff)
+        met = w.slo.max_seconds_per_video is None or p.seconds_per_video <= w.slo.max_seconds_per_video
+        label = f"{acc.id} x{per_instance} {precision} SP{p.sequence_parallel}"
+        return _Fit((p.videos_per_hour / 3600 if met else 0.0,), p.mfu, precision, label)
+
+    def agent(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> _Fit:
+        assert isinstance(w, AgentWorkload)
+        session = agent_fit(w, acc, per_instance, group, precision, eff)
+        cost = session.costs[agent_retention(w, session)]
+        sessions = per_instance * group * 3600 / cost.accelerator_seconds if session.serving.slo_met else 0.0
+        serving = session.serving
+        label = f"{acc.id} x{per_instance * group} {precision} TP{serving.layout.tensor_parallel}"
+        return _Fit((sessions,), max(serving.compute_utilization, serving.memory_utilization), precision, label)
+
+    return {"chat": chat, "completion": chat, "video": video, "agent": agent}[w.kind]
+
+
+def _hosted(w: ChatWorkload, catalog: Catalog) -> list[Hosted]:
+    """Hosted APIs of the model whose published per-user speed meets the TPOT SLO (TTFT is not published);
+    an API with no published speed cannot be shown to meet the SLO and is left out."""
+    c = w.constraints
+    if c.jurisdictions or c.regions or (c.markets and "on_demand" not in c.markets):
+        return []
+    model = resolve_model(w.model).id
+    out = []
+    for h in catalog.hosted:
+        if h.model != model or (c.providers and h.provider not in {p.lower() for p in c.providers}):
+            continue
+        speed = h.output_tokens_per_s_per_user
+        buckets = w.traffic.buckets()
+        if speed is None or any(1 / speed > w.slo.limits(b.output_tokens)[1] for b in buckets):
+            continue
+        prices = tuple((b.input_tokens * h.input_usd_per_mtok + b.output_tokens * h.output_usd_per_mtok) / 1e6
+                       for b in buckets)  # fmt: skip
+        out.append(Hosted(h.id, w.name, prices))
+    return out
+
+
+def build_inputs(
+    workloads: list[Workload], catalog: Catalog, eff: Efficiency, energy: EnergyTable, spec: PlanSpec
+) -> Inputs:
+    """Every (workload, offer, precision) on the fewest instances that hold the model, with its capacity per
+    bucket, cost per group, power and grid; offers in a sunk-cost market cost nothing up to their capacity."""
+    candidates: list[Candidate] = []
+    demands: list[Demand] = []
+    hosted: list[Hosted] = []
+    units: dict[str, str] = {}
+    outputs: dict[str, tuple[float, ...]] = {}
+    capacity: dict[str, int] = {}
+    skipped: list[str] = []
+    for w in workloads:
+        demand, unit, out_tokens = _demand(w)
+        demands.append(demand)
+        units[w.name] = unit
+        outputs[w.name] = out_tokens
+        fitter = _fitter(w, eff, spec)
+        cache: dict[tuple[str, int, int, str], _Fit | FlopexError] = {}
+        groups = (1,) if isinstance(w, VideoWorkload) else _GROUP_SIZES
+        for offer in _offers(w, catalog):
+            acc = catalog.accelerators[offer.accelerator]
+            precisions = [p for p in w.precisions if p == "int4" or acc.runs(p)]
+            for precision in precisions:
+                for group in groups:
+                    key = (acc.id, offer.accelerator_count, group, precision)
+                    if key not in cache:
+                        try:
+                            cache[key] = fitter(acc, offer.accelerator_count, group, precision)
+                        except FlopexError as exc:
+                            cache[key] = exc
+                    fit = cache[key]
+                    if isinstance(fit, DoesNotFitError):
+                        continue
+                    if isinstance(fit, FlopexError):
+                        skipped.append(f"{w.name} on {offer.id} at {precision}: {fit}")
+                        break
+                    candidates.append(_candidate(w, offer, acc, group, fit, catalog, energy, spec))
+                    break
+            if offer.capacity is not None:
+                capacity[offer.id] = offer.capacity
+        if isinstance(w, ChatWorkload):
+            hosted += _hosted(w, catalog)
+    sunk_without_capacity = [c for c in candidates if c.usd_per_hour == 0 and c.offer not in capacity]
+    if sunk_without_capacity:
+        raise PlanError(
+            f"offer {sunk_without_capacity[0].offer} is in a sunk-cost market but has no capacity in the catalog, "
+            "so it would be free without limit. To fix: give the offer a capacity, or drop its market from sunk_cost."
+        )
+    return Inputs(candidates, demands, hosted, capacity, units, outputs, skipped)
+
+
+def _candidate(
+    w: Workload, offer: Offer, acc: Accelerator, group: int, fit: _Fit, catalog: Catalog, energy: EnergyTable,
+    spec: PlanSpec,
+) -> Candidate:  # fmt: skip
+    region = catalog.regions.resolve(offer.provider, offer.region)
+    grid = catalog.regions.grid(region).gco2e_per_kwh
+    count = offer.accelerator_count * group
+    if acc.tdp_w is None:
+        idle_kw = busy_kw = 0.0
+    else:
+        idle_chip, host = power_w(acc, 0.0, energy)
+        busy_chip, _ = power_w(acc, fit.activity, energy)
+        idle_kw = (idle_chip + host) * count * region.pue / 1000
+        busy_kw = (busy_chip + host) * count * region.pue / 1000
+    sunk = offer.market in spec.sunk_cost
+    spot = offer.market == "spot"
+    return Candidate(
+        id=f"{w.name}|{offer.id}|{fit.precision}|x{group}",
+        workload=w.name,
+        offer=offer.id,
+        label=fit.label,
+        usd_per_hour=0.0 if sunk else group * offer.price_usd_per_hour,
+        capacity=fit.capacity,
+        instances=group,
+        spot=spot,
+        zone=f"{offer.provider}/{offer.region}/{offer.zone or '-'}",
+        region=offer.region,
+        provider=offer.provider,
+        site=f"{offer.provider}/{offer.region}",
+        idle_kw=idle_kw,
+        busy_kw=busy_kw,
+        grid_g_per_kwh=grid,
+        interruption_rate=(
+            offer.interruption_rate if offer.interruption_rate is not None else spec.spot.interruption_rate
+        )
+        if spot
+        else 0.0,
+        power_known=acc.tdp_w is not None,
+    )

@@ -1,0 +1,363 @@
+"""The fleet-planning MILP: candidates (an offer in one configuration) serve slices of request buckets.
+
+Generalises Mélange (Griggs et al. 2024) from GPU types to offers. Variables: an integer number of groups
+y_c per candidate (a group is the instances that hold one copy of the model), and the share x_{s,c} of slice
+s routed to candidate c (continuous by default, 0/1 with `whole`); hosted token-priced APIs take shares at a
+price per request. Pure: numbers in, numbers out; HiGHS (through scipy.optimize.milp) solves it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_array
+
+__all__ = [
+    "CONSTRAINT_GROUPS",
+    "Candidate",
+    "Demand",
+    "Hosted",
+    "Options",
+    "Solution",
+    "carbons",
+    "prune",
+    "solve",
+    "usable",
+]
+
+#: Constraint groups that can be switched off to explain a plan (what each costs) or an infeasibility.
+CONSTRAINT_GROUPS: tuple[str, ...] = ("capacity", "power", "carbon", "domains", "on_demand_floor", "zone_share")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One offer in one configuration for one workload; figures per group of `instances` instances."""
+
+    id: str
+    workload: str
+    offer: str
+    label: str
+    usd_per_hour: float
+    capacity: tuple[float, ...]  # units/s per bucket of the workload at the SLO; 0 = cannot serve it
+    instances: int = 1
+    spot: bool = False
+    zone: str = ""
+    region: str = ""
+    provider: str = ""
+    site: str = ""  # power-budget key
+    idle_kw: float = 0.0  # facility power of a group, idle
+    busy_kw: float = 0.0  # facility power of a group at full load
+    grid_g_per_kwh: float = 0.0
+    interruption_rate: float = 0.0  # expected share of spot capacity lost to preemption
+    power_known: bool = True  # False where the accelerator has no published TDP
+
+    def domain(self, kind: str) -> str:
+        return {"region": f"{self.provider}/{self.region}", "provider": self.provider, "zone": self.zone}[kind]
+
+
+@dataclass(frozen=True)
+class Hosted:
+    """A token-priced API: any share of any bucket, at a price per request."""
+
+    id: str
+    workload: str
+    usd_per_request: tuple[float, ...]  # per bucket
+
+
+@dataclass(frozen=True)
+class Demand:
+    workload: str
+    rates: tuple[float, ...]  # units/s per bucket
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Options:
+    utilisation: float = 0.9
+    carbon_price_usd_per_t: float = 0.0
+    carbon_cap_g_per_hour: float | None = None
+    power_budget_kw: Mapping[str, float] = field(default_factory=dict)
+    offer_capacity: Mapping[str, int] = field(default_factory=dict)  # instances available per offer
+    min_domains: Mapping[str, int] = field(default_factory=dict)  # per workload
+    domain: Literal["region", "provider", "zone"] = "region"
+    on_demand_floor: float = 0.0  # share of every slice served off spot
+    max_zone_share: float = 1.0  # share of a workload's traffic one zone's spot capacity may carry
+    whole: bool = False
+    slice_factor: int = 1
+    time_limit_s: float = 10.0
+    mip_gap: float = 0.01
+    disabled: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Solution:
+    status: Literal["optimal", "time_limit", "infeasible", "error"]
+    message: str
+    usd_per_hour: float
+    objective: float
+    gap: float
+    seconds: float
+    groups: dict[str, int]  # candidate id -> groups
+    routing: dict[tuple[str, int], dict[str, float]]  # (workload, bucket) -> {candidate or hosted id: share}
+    load: dict[str, float]  # candidate id -> groups' worth of full load routed to it
+    hosted_usd_per_hour: float
+    energy_kwh_per_hour: float
+    carbon_g_per_hour: float
+    size: tuple[int, int, int]  # integer variables, continuous variables, constraints
+
+    @property
+    def feasible(self) -> bool:
+        return self.status in ("optimal", "time_limit")
+
+
+@dataclass
+class _Rows:
+    rows: list[int] = field(default_factory=list)
+    cols: list[int] = field(default_factory=list)
+    vals: list[float] = field(default_factory=list)
+    lb: list[float] = field(default_factory=list)
+    ub: list[float] = field(default_factory=list)
+
+    def add(self, terms: list[tuple[int, float]], lb: float, ub: float) -> None:
+        r = len(self.lb)
+        for col, val in terms:
+            self.rows.append(r)
+            self.cols.append(col)
+            self.vals.append(val)
+        self.lb.append(lb)
+        self.ub.append(ub)
+
+
+def carbons(options: Options) -> bool:
+    """Whether carbon enters the problem (a price or a cap)."""
+    return options.carbon_price_usd_per_t > 0 or (
+        options.carbon_cap_g_per_hour is not None and "carbon" not in options.disabled
+    )
+
+
+def usable(c: Candidate, options: Options) -> bool:
+    """A candidate whose power is unknown cannot be shown to meet a carbon price, cap or power budget."""
+    if c.power_known:
+        return True
+    budget = c.site in options.power_budget_kw and "power" not in options.disabled
+    return not carbons(options) and not budget
+
+
+def prune(candidates: list[Candidate], options: Options) -> list[Candidate]:
+    """Drop candidates that a cheaper one matches in everything the model can tell apart.
+
+    Two candidates are interchangeable when they have the same capacities, group size and power, and no
+    active constraint distinguishes them: the same failure domain where a workload needs several, the same
+    grid where carbon counts, the same zone where spot is spread, the same site under a power budget, and
+    their own offer where that offer's capacity is limited. Only the cheapest of each such class can be in
+    an optimal plan, so the rest are removed before the solver sees them (thousands of offers share a few
+    dozen instance shapes)."""
+    carbon = carbons(options)
+    spread = options.max_zone_share < 1 or options.on_demand_floor > 0
+    best: dict[tuple[object, ...], Candidate] = {}
+    for c in candidates:
+        key: tuple[object, ...] = (
+            c.workload,
+            c.capacity,
+            c.instances,
+            c.spot,
+            c.idle_kw,
+            c.busy_kw,
+            c.interruption_rate,
+        )
+        if options.min_domains.get(c.workload, 1) > 1:
+            key += (c.domain(options.domain),)
+        if carbon:
+            key += (c.grid_g_per_kwh,)
+        if spread and c.spot:
+            key += (c.zone,)
+        if c.site in options.power_budget_kw:
+            key += (c.site,)
+        if c.offer in options.offer_capacity:
+            key += (c.offer,)
+        kept = best.get(key)
+        if kept is None or (c.usd_per_hour, c.id) < (kept.usd_per_hour, kept.id):
+            best[key] = c
+    return list(best.values())
+
+
+def solve(
+    candidates: list[Candidate], demands: list[Demand], options: Options, hosted: list[Hosted] | None = None
+) -> Solution:
+    """Minimise $/h (+ carbon price x expected tCO2e/h) subject to the constraints in `options`."""
+    start = time.perf_counter()
+    # a hosted API publishes no energy, so it cannot be shown to meet a carbon price or cap
+    hosted = [] if carbons(options) else (hosted or [])
+
+    def on(name: str) -> bool:
+        return name not in options.disabled
+
+    by_workload = {d.workload: d for d in demands}
+    served = [c for c in candidates if c.workload in by_workload and any(t > 0 for t in c.capacity)]
+    cands = prune([c for c in served if usable(c, options)], options)
+    n_y = len(cands)
+    col = n_y
+    # slices
+    slices: list[tuple[str, int, float]] = []  # (workload, bucket, rate)
+    for d in demands:
+        for b, rate in enumerate(d.rates):
+            if rate > 0:
+                slices += [(d.workload, b, rate / options.slice_factor)] * options.slice_factor
+    x_cols: list[tuple[int, int, int]] = []  # (slice, candidate index or -1-hosted index, column)
+    cost = [c.usd_per_hour + options.carbon_price_usd_per_t * c.idle_kw * c.grid_g_per_kwh / 1e6 for c in cands]
+    integrality = [1] * n_y
+    carbon_terms: list[tuple[int, float]] = []
+    slice_cols: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    load_terms: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for s, (w, b, rate) in enumerate(slices):
+        for i, c in enumerate(cands):
+            if c.workload != w or c.capacity[b] <= 0:
+                continue
+            share = rate / c.capacity[b]  # groups at full load if all of the slice goes here
+            extra_g = (c.busy_kw - c.idle_kw) * c.grid_g_per_kwh * share
+            cost.append(options.carbon_price_usd_per_t * extra_g / 1e6)
+            integrality.append(1 if options.whole else 0)
+            x_cols.append((s, i, col))
+            slice_cols[s].append((col, i))
+            load_terms[i].append((col, share))
+            carbon_terms.append((col, extra_g))
+            col += 1
+        for h, api in enumerate(hosted):
+            if api.workload != w:
+                continue
+            cost.append(api.usd_per_request[b] * rate * 3600)
+            integrality.append(1 if options.whole else 0)
+            x_cols.append((s, -1 - h, col))
+            slice_cols[s].append((col, -1 - h))
+            col += 1
+    carbon_terms += [(i, c.idle_kw * c.grid_g_per_kwh) for i, c in enumerate(cands)]
+    # failure domains: one binary per (workload, domain) where a minimum is asked
+    domain_cols: dict[tuple[str, str], int] = {}
+    if on("domains"):
+        for w, k in options.min_domains.items():
+            if k > 1 and w in by_workload:
+                for c in cands:
+                    if c.workload == w and (w, c.domain(options.domain)) not in domain_cols:
+                        domain_cols[(w, c.domain(options.domain))] = col
+                        cost.append(0.0)
+                        integrality.append(1)
+                        col += 1
+    n = col
+    rows = _Rows()
+    for s in range(len(slices)):  # every slice served
+        rows.add([(c, 1.0) for c, _ in slice_cols[s]], 1.0, 1.0)
+    y_ub = np.full(n_y, np.inf)
+    for i, c in enumerate(cands):  # load within capacity x utilisation (spot: less expected preemptions)
+        eff = options.utilisation * (1 - c.interruption_rate)
+        terms = load_terms.get(i, [])
+        rows.add([*terms, (i, -eff)], -np.inf, 0.0)
+        y_ub[i] = math.ceil(sum(v for _, v in terms) / eff + 1e-9) if terms else 0
+    if on("capacity"):
+        per_offer: dict[str, list[int]] = defaultdict(list)
+        for i, c in enumerate(cands):
+            if c.offer in options.offer_capacity:
+                per_offer[c.offer].append(i)
+        for offer, idx in per_offer.items():
+            rows.add([(i, float(cands[i].instances)) for i in idx], 0.0, float(options.offer_capacity[offer]))
+    if on("power"):
+        per_site: dict[str, list[int]] = defaultdict(list)
+        for i, c in enumerate(cands):
+            if c.site in options.power_budget_kw:
+                per_site[c.site].append(i)
+        for site, idx in per_site.items():
+            rows.add([(i, cands[i].busy_kw) for i in idx], 0.0, options.power_budget_kw[site])
+    if on("carbon") and options.carbon_cap_g_per_hour is not None:
+        rows.add(carbon_terms, 0.0, options.carbon_cap_g_per_hour)
+    if on("on_demand_floor") and options.on_demand_floor > 0:
+        for s in range(len(slices)):
+            firm = [(c, 1.0) for c, i in slice_cols[s] if i < 0 or not cands[i].spot]
+            rows.add(firm, options.on_demand_floor, np.inf)
+    if on("zone_share") and options.max_zone_share < 1:
+        for d in demands:
+            total = sum(d.rates)
+            zones: dict[str, list[tuple[int, float]]] = defaultdict(list)
+            for s_idx, i, c_col in x_cols:
+                w, _, rate = slices[s_idx]
+                if w == d.workload and i >= 0 and cands[i].spot:
+                    zones[cands[i].zone].append((c_col, rate))
+            for terms in zones.values():
+                rows.add(terms, -np.inf, options.max_zone_share * total)
+    for (w, dom), z in domain_cols.items():  # z = 1 only where the domain hosts a group
+        members = [(i, -1.0) for i, c in enumerate(cands) if c.workload == w and c.domain(options.domain) == dom]
+        rows.add([(z, 1.0), *members], -np.inf, 0.0)
+    for w, k in options.min_domains.items():
+        zs = [(z, 1.0) for (ww, _), z in domain_cols.items() if ww == w]
+        if zs:
+            rows.add(zs, float(k), np.inf)
+    lb = np.zeros(n)
+    ub = np.full(n, 1.0)
+    ub[:n_y] = y_ub
+    constraints = []
+    if rows.lb:
+        matrix = coo_array((rows.vals, (rows.rows, rows.cols)), shape=(len(rows.lb), n)).tocsr()
+        constraints.append(LinearConstraint(matrix, np.array(rows.lb), np.array(rows.ub)))
+    size = (sum(integrality), n - sum(integrality), len(rows.lb))
+    empty = Solution("infeasible", "", 0.0, 0.0, 0.0, 0.0, {}, {}, {}, 0.0, 0.0, 0.0, size)
+    if any(not slice_cols[s] for s in range(len(slices))):
+        w, b, _ = slices[next(s for s in range(len(slices)) if not slice_cols[s])]
+        label = by_workload[w].labels[b]
+        message = f"no candidate can serve {w} bucket {label} within its SLO"
+        return replace(empty, message=message, seconds=time.perf_counter() - start)
+    result = milp(
+        c=np.array(cost),
+        integrality=np.array(integrality),
+        bounds=Bounds(lb, ub),
+        constraints=constraints,
+        options={"time_limit": options.time_limit_s, "mip_rel_gap": options.mip_gap, "presolve": True},
+    )
+    seconds = time.perf_counter() - start
+    if result.x is None:
+        status: Literal["infeasible", "error"] = "infeasible" if result.status == 2 else "error"
+        return replace(empty, status=status, message=str(result.message), seconds=seconds)
+    x = result.x
+    groups = {cands[i].id: round(x[i]) for i in range(n_y) if round(x[i]) > 0}
+    routing: dict[tuple[str, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    load: dict[str, float] = defaultdict(float)
+    hosted_usd = 0.0
+    for s_idx, i, c_col in x_cols:
+        share = x[c_col]
+        if share <= 1e-9:
+            continue
+        w, b, rate = slices[s_idx]
+        total = by_workload[w].rates[b]
+        if i >= 0:
+            routing[(w, b)][cands[i].id] += share * rate / total
+            load[cands[i].id] += share * rate / cands[i].capacity[b]
+        else:
+            api = hosted[-1 - i]
+            routing[(w, b)][api.id] += share * rate / total
+            hosted_usd += share * rate * 3600 * api.usd_per_request[b]
+    usd = sum(groups.get(c.id, 0) * c.usd_per_hour for c in cands) + hosted_usd
+    energy = sum(groups.get(c.id, 0) * c.idle_kw + (c.busy_kw - c.idle_kw) * load.get(c.id, 0.0) for c in cands)
+    carbon = sum(
+        (groups.get(c.id, 0) * c.idle_kw + (c.busy_kw - c.idle_kw) * load.get(c.id, 0.0)) * c.grid_g_per_kwh
+        for c in cands
+    )
+    gap = float(getattr(result, "mip_gap", 0.0) or 0.0)
+    return Solution(
+        status="optimal" if result.status == 0 else "time_limit",
+        message=str(result.message),
+        usd_per_hour=usd,
+        objective=float(result.fun),
+        gap=gap,
+        seconds=seconds,
+        groups=groups,
+        routing={k: dict(v) for k, v in routing.items()},
+        load=dict(load),
+        hosted_usd_per_hour=hosted_usd,
+        energy_kwh_per_hour=energy,
+        carbon_g_per_hour=carbon,
+        size=size,
+    )

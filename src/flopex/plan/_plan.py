@@ -1,0 +1,320 @@
+"""A plan: solve the fleet MILP for some workloads, then explain it (binding constraints and what each costs,
+the cheapest single-offer plan), sweep cost against carbon, or say what would make an infeasible one work."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from flopex.catalog import Catalog
+from flopex.economics import EnergyTable
+from flopex.perf import Efficiency
+from flopex.plan._build import Inputs, build_inputs
+from flopex.plan._milp import Candidate, Options, Solution, solve
+from flopex.plan._spec import PlanSpec
+from flopex.workloads import Workload
+
+__all__ = ["PLAN_SCHEMA_VERSION", "Binding", "ParetoPoint", "Plan", "make_plan", "options_for", "pareto", "pareto_svg"]
+
+PLAN_SCHEMA_VERSION = 1
+
+_GROUP_TEXT = {
+    "capacity": "offer capacity (instances available)",
+    "power": "site power budgets",
+    "carbon": "the carbon cap",
+    "domains": "the minimum number of failure domains",
+    "on_demand_floor": "the on-demand floor under spot",
+    "zone_share": "the cap on spot traffic per zone",
+}
+
+
+def options_for(spec: PlanSpec, inputs: Inputs) -> Options:
+    return Options(
+        utilisation=spec.utilisation,
+        carbon_price_usd_per_t=spec.carbon_price_usd_per_t,
+        carbon_cap_g_per_hour=None if spec.carbon_cap_kg_per_hour is None else spec.carbon_cap_kg_per_hour * 1000,
+        power_budget_kw=spec.power_budget_kw,
+        offer_capacity=inputs.offer_capacity,
+        min_domains={d.workload: spec.min_failure_domains for d in inputs.demands},
+        domain=spec.failure_domain,
+        on_demand_floor=spec.spot.on_demand_floor,
+        max_zone_share=spec.spot.max_zone_share,
+        whole=spec.whole_assignment,
+        slice_factor=spec.slice_factor,
+        time_limit_s=spec.time_limit_s,
+        mip_gap=spec.mip_gap,
+    )
+
+
+@dataclass(frozen=True)
+class Binding:
+    group: str
+    usd_per_hour_without: float | None  # None: still infeasible (or nothing to compare) without it
+    saving: float | None
+
+    @property
+    def text(self) -> str:
+        return _GROUP_TEXT[self.group]
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: PlanSpec
+    workloads: list[Workload]
+    inputs: Inputs
+    options: Options
+    solution: Solution
+    binding: list[Binding]
+    single_offer_usd_per_hour: float | None
+    single_offer: dict[str, str]  # workload -> candidate id of its cheapest single-offer fleet
+    relaxations: list[Binding]  # for an infeasible plan: what dropping each constraint group gives
+
+    def _cands(self) -> dict[str, Candidate]:
+        return {c.id: c for c in self.inputs.candidates}
+
+    def hosted_usd_per_hour(self, hosted_id: str) -> float:
+        api = next(h for h in self.inputs.hosted if h.id == hosted_id)
+        demand = next(d for d in self.inputs.demands if d.workload == api.workload)
+        return sum(
+            self.solution.routing.get((api.workload, b), {}).get(api.id, 0.0) * rate * 3600 * api.usd_per_request[b]
+            for b, rate in enumerate(demand.rates)
+        )
+
+    def workload_usd_per_hour(self, name: str) -> float:
+        cands = self._cands()
+        own = sum(n * cands[c].usd_per_hour for c, n in self.solution.groups.items() if cands[c].workload == name)
+        hosted = 0.0
+        demand = next(d for d in self.inputs.demands if d.workload == name)
+        prices = {h.id: h for h in self.inputs.hosted if h.workload == name}
+        for b, rate in enumerate(demand.rates):
+            for target, share in self.solution.routing.get((name, b), {}).items():
+                if target in prices:
+                    hosted += share * rate * 3600 * prices[target].usd_per_request[b]
+        return own + hosted
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.solution
+        cands = self._cands()
+        fleet = []
+        for cid, n in sorted(s.groups.items(), key=lambda kv: -kv[1] * cands[kv[0]].usd_per_hour):
+            c = cands[cid]
+            load = s.load.get(cid, 0.0)
+            kw = n * c.idle_kw + (c.busy_kw - c.idle_kw) * load if c.power_known else None
+            fleet.append({
+                "candidate": cid, "workload": c.workload, "offer": c.offer, "config": c.label, "groups": n,
+                "instances": n * c.instances, "spot": c.spot, "usd_per_hour": n * c.usd_per_hour,
+                "utilisation": load / n, "slo_headroom": max(0.0, 1 - load / n),
+                "power_kw": kw, "carbon_kg_per_hour": None if kw is None else kw * c.grid_g_per_kwh / 1000,
+            })  # fmt: skip
+        for h in self.inputs.hosted:
+            usd = self.hosted_usd_per_hour(h.id)
+            if usd > 0:
+                fleet.append({
+                    "candidate": h.id, "workload": h.workload, "offer": h.id, "config": "hosted API, per token",
+                    "groups": 0, "instances": 0, "spot": False, "usd_per_hour": usd, "utilisation": None,
+                    "slo_headroom": None, "power_kw": None, "carbon_kg_per_hour": None,
+                })  # fmt: skip
+        workloads = []
+        for d in self.inputs.demands:
+            usd = self.workload_usd_per_hour(d.workload)
+            out_tokens = sum(r * o for r, o in zip(d.rates, self.inputs.output_tokens[d.workload], strict=True)) * 3600
+            routing = [
+                {"bucket": d.labels[b], "rate": d.rates[b], "unit": self.inputs.units[d.workload],
+                 "shares": s.routing.get((d.workload, b), {})}
+                for b in range(len(d.rates))
+            ]  # fmt: skip
+            workloads.append({
+                "name": d.workload, "usd_per_hour": usd,
+                "usd_per_mtok_output": usd / out_tokens * 1e6 if out_tokens else None, "routing": routing,
+            })  # fmt: skip
+        return {
+            "plan_schema_version": PLAN_SCHEMA_VERSION,
+            "name": self.spec.name,
+            "status": s.status,
+            "message": s.message,
+            "usd_per_hour": s.usd_per_hour,
+            "usd_per_month": s.usd_per_hour * min(w.horizon_hours_per_month for w in self.workloads),
+            "hosted_usd_per_hour": s.hosted_usd_per_hour,
+            "energy_kwh_per_hour": s.energy_kwh_per_hour,
+            "carbon_kg_per_hour": s.carbon_g_per_hour / 1000,
+            "groups_without_energy_figures": sum(n for cid, n in s.groups.items() if not cands[cid].power_known),
+            "solver": {
+                "gap": s.gap,
+                "seconds": s.seconds,
+                "integer_variables": s.size[0],
+                "continuous_variables": s.size[1],
+                "constraints": s.size[2],
+                "engine": "HiGHS (scipy.optimize.milp)",
+            },  # fmt: skip
+            "fleet": fleet,
+            "workloads": workloads,
+            "explanation": {
+                "binding": [
+                    {
+                        "constraint": b.group,
+                        "text": b.text,
+                        "usd_per_hour_without": b.usd_per_hour_without,
+                        "costs_usd_per_hour": b.saving,
+                    }
+                    for b in self.binding
+                ],  # fmt: skip
+                "single_offer_usd_per_hour": self.single_offer_usd_per_hour,
+                "single_offer": self.single_offer,
+                "saving_vs_single_offer": None
+                if self.single_offer_usd_per_hour is None or not s.feasible
+                else 1 - s.usd_per_hour / self.single_offer_usd_per_hour,
+            },
+            "relaxations": [
+                {"constraint": b.group, "text": b.text, "usd_per_hour": b.usd_per_hour_without}
+                for b in self.relaxations
+            ],  # fmt: skip
+            "options": {
+                "utilisation": self.options.utilisation,
+                "carbon_price_usd_per_t": self.options.carbon_price_usd_per_t,
+                "min_failure_domains": self.spec.min_failure_domains,
+                "failure_domain": self.options.domain,
+                "on_demand_floor": self.options.on_demand_floor,
+                "max_zone_share": self.options.max_zone_share,
+                "whole_assignment": self.options.whole,
+            },  # fmt: skip
+            "skipped": self.inputs.skipped,
+        }
+
+
+def _active(options: Options, inputs: Inputs) -> list[str]:
+    active = []
+    if options.offer_capacity:
+        active.append("capacity")
+    if options.power_budget_kw:
+        active.append("power")
+    if options.carbon_cap_g_per_hour is not None:
+        active.append("carbon")
+    if any(k > 1 for k in options.min_domains.values()):
+        active.append("domains")
+    if options.on_demand_floor > 0:
+        active.append("on_demand_floor")
+    if options.max_zone_share < 1:
+        active.append("zone_share")
+    return active
+
+
+def _single_offer(inputs: Inputs, options: Options) -> tuple[float | None, dict[str, str]]:
+    """Each workload on its cheapest single candidate that serves every bucket within its capacity."""
+    total, chosen = 0.0, {}
+    for d in inputs.demands:
+        best: tuple[float, str] | None = None
+        for c in inputs.candidates:
+            if c.workload != d.workload or any(t <= 0 for r, t in zip(d.rates, c.capacity, strict=True) if r > 0):
+                continue
+            load = sum(r / t for r, t in zip(d.rates, c.capacity, strict=True) if r > 0)
+            groups = max(1, math.ceil(load / (options.utilisation * (1 - c.interruption_rate)) - 1e-9))
+            cap = options.offer_capacity.get(c.offer)
+            if cap is not None and groups * c.instances > cap:
+                continue
+            if best is None or groups * c.usd_per_hour < best[0]:
+                best = (groups * c.usd_per_hour, c.id)
+        if best is None:
+            return None, {}
+        total += best[0]
+        chosen[d.workload] = best[1]
+    return total, chosen
+
+
+def _without(inputs: Inputs, options: Options, group: str) -> Solution:
+    quick = replace(options, disabled=options.disabled | {group}, time_limit_s=max(1.0, options.time_limit_s / 4))
+    return solve(inputs.candidates, inputs.demands, quick, inputs.hosted)
+
+
+def make_plan(
+    spec: PlanSpec, workloads: list[Workload], catalog: Catalog, eff: Efficiency, energy: EnergyTable,
+    *, explain: bool = True, inputs: Inputs | None = None,
+) -> Plan:  # fmt: skip
+    inputs = inputs or build_inputs(workloads, catalog, eff, energy, spec)
+    options = options_for(spec, inputs)
+    solution = solve(inputs.candidates, inputs.demands, options, inputs.hosted)
+    binding: list[Binding] = []
+    relaxations: list[Binding] = []
+    if explain:
+        for group in _active(options, inputs):
+            other = _without(inputs, options, group)
+            if not solution.feasible:
+                relaxations.append(Binding(group, other.usd_per_hour if other.feasible else None, None))
+            elif other.feasible and other.usd_per_hour < solution.usd_per_hour - 1e-6:
+                binding.append(Binding(group, other.usd_per_hour, solution.usd_per_hour - other.usd_per_hour))
+    single, chosen = _single_offer(inputs, options)
+    return Plan(spec, workloads, inputs, options, solution, binding, single, chosen, relaxations)
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    carbon_price_usd_per_t: float
+    usd_per_hour: float
+    carbon_kg_per_hour: float
+
+
+def pareto(plan: Plan, steps: int = 8) -> list[ParetoPoint]:
+    """Cost against carbon: the cheapest plan (carbon priced at a token amount, so that accelerators and APIs
+    without energy figures stay out), the lowest-carbon plan (a very high carbon price), and `steps` carbon
+    caps between them; the points no other point beats on both axes."""
+    points: list[ParetoPoint] = []
+
+    def run(price: float, cap_g: float | None) -> Solution:
+        options = replace(plan.options, carbon_price_usd_per_t=price, carbon_cap_g_per_hour=cap_g)
+        s = solve(plan.inputs.candidates, plan.inputs.demands, options, plan.inputs.hosted)
+        if s.feasible:
+            points.append(ParetoPoint(price, s.usd_per_hour, s.carbon_g_per_hour / 1000))
+        return s
+
+    cheapest = run(1e-6, plan.options.carbon_cap_g_per_hour)
+    greenest = run(1e6, plan.options.carbon_cap_g_per_hour)
+    if cheapest.feasible and greenest.feasible and cheapest.carbon_g_per_hour > greenest.carbon_g_per_hour:
+        lo, hi = greenest.carbon_g_per_hour, cheapest.carbon_g_per_hour
+        for k in range(1, steps):
+            run(1e-6, lo + (hi - lo) * k / steps)
+    front = [
+        p for p in points
+        if not any((q.usd_per_hour <= p.usd_per_hour and q.carbon_kg_per_hour < p.carbon_kg_per_hour - 1e-9)
+                   or (q.usd_per_hour < p.usd_per_hour - 1e-9 and q.carbon_kg_per_hour <= p.carbon_kg_per_hour)
+                   for q in points)
+    ]  # fmt: skip
+    unique: dict[tuple[float, float], ParetoPoint] = {}
+    for p in front:
+        unique.setdefault((round(p.usd_per_hour, 4), round(p.carbon_kg_per_hour, 4)), p)
+    return sorted(unique.values(), key=lambda p: p.carbon_kg_per_hour)
+
+
+def pareto_svg(points: list[ParetoPoint], title: str) -> str:
+    """A scatter of the frontier: carbon (kg/h) across, cost ($/h) up."""
+    width, height, pad = 560, 360, 60
+    xs = [p.carbon_kg_per_hour for p in points] or [0.0]
+    ys = [p.usd_per_hour for p in points] or [0.0]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+
+    def sx(v: float) -> float:
+        return pad + (v - x0) / (x1 - x0) * (width - 2 * pad)
+
+    def sy(v: float) -> float:
+        return height - pad - (v - y0) / (y1 - y0) * (height - 2 * pad)
+
+    path = " ".join(f"{sx(p.carbon_kg_per_hour):.1f},{sy(p.usd_per_hour):.1f}" for p in points)
+    dots = "".join(
+        f'<circle cx="{sx(p.carbon_kg_per_hour):.1f}" cy="{sy(p.usd_per_hour):.1f}" r="4" fill="#2166ac"/>'
+        f'<text x="{sx(p.carbon_kg_per_hour) + 6:.1f}" y="{sy(p.usd_per_hour) - 6:.1f}" font-size="10">'
+        f"${p.usd_per_hour:,.2f}</text>"
+        for p in points
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="DejaVu Sans, sans-serif">'
+        f'<rect width="{width}" height="{height}" fill="#ffffff"/>'
+        f'<text x="{width / 2}" y="24" font-size="14" text-anchor="middle" font-weight="bold">{title}</text>'
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#333"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>'
+        f'<text x="{width / 2}" y="{height - 20}" font-size="12" text-anchor="middle">carbon, kgCO2e per hour '
+        f"({x0:,.2f} to {x1:,.2f})</text>"
+        f'<text x="18" y="{height / 2}" font-size="12" text-anchor="middle" transform="rotate(-90 18 {height / 2})">'
+        f"cost, $ per hour ({y0:,.2f} to {y1:,.2f})</text>"
+        f'<polyline points="{path}" fill="none" stroke="#92c5de" stroke-width="2"/>{dots}</svg>'
+    )

@@ -1,0 +1,100 @@
+"""Plan files: the workloads to serve together and the fleet-wide constraints and options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
+
+from flopex.catalog import Market, Precision
+from flopex.errors import PlanError, WorkloadError, did_you_mean
+from flopex.workloads import Workload, load_workload, load_workload_text
+
+__all__ = ["PlanSpec", "Profile", "SpotPolicy", "load_plan"]
+
+
+class SpotPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    on_demand_floor: float = Field(0.0, ge=0, le=1, description="share of every bucket served off spot")
+    max_zone_share: float = Field(1.0, gt=0, le=1, description="share of a workload one zone's spot may carry")
+    interruption_rate: float = Field(
+        0.05, ge=0, lt=1, description="expected share of spot capacity lost to preemption where the offer has none"
+    )
+
+
+class Profile(BaseModel):
+    """A measured capacity that overrides the performance model for one bucket on one accelerator."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workload: str
+    accelerator: str
+    precision: Precision
+    accelerators: PositiveInt = Field(description="accelerators per group the measurement used")
+    input_tokens: PositiveInt
+    output_tokens: PositiveInt
+    requests_per_s: NonNegativeFloat
+    source: str = Field(min_length=1)
+
+
+class PlanSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    workloads: list[str | dict[str, Any]] = Field(min_length=1, description="paths relative to the plan file")
+    utilisation: float = Field(0.85, gt=0, le=1, description="load per group as a share of its SLO capacity")
+    carbon_price_usd_per_t: NonNegativeFloat = 0.0
+    carbon_cap_kg_per_hour: PositiveFloat | None = None
+    power_budget_kw: dict[str, PositiveFloat] = Field(default_factory=dict, description="site (provider/region) to kW")
+    min_failure_domains: PositiveInt = 1
+    failure_domain: Literal["region", "provider", "zone"] = "region"
+    spot: SpotPolicy = SpotPolicy()
+    sunk_cost: tuple[Market, ...] = Field(default=(), description="markets already paid for, up to their capacity")
+    whole_assignment: bool = False
+    slice_factor: PositiveInt = 1
+    time_limit_s: PositiveFloat = 10.0
+    mip_gap: float = Field(0.01, ge=0, lt=1)
+    profiles: list[Profile] = Field(default_factory=list)
+
+
+def _workloads(path: Path, spec: PlanSpec) -> list[Workload]:
+    out: list[Workload] = []
+    for index, item in enumerate(spec.workloads):
+        if isinstance(item, str):
+            out.append(load_workload((path.parent / item).resolve()))
+        else:
+            inline = path.parent / f"{path.name}#workloads[{index}]"
+            try:
+                out.append(load_workload_text(inline, yaml.safe_dump(item)))
+            except WorkloadError as exc:
+                raise PlanError(str(exc)) from None
+    names = [w.name for w in out]
+    if len(set(names)) != len(names):
+        raise PlanError(f"{path}: two workloads share a name ({', '.join(names)}); names must be unique.")
+    return out
+
+
+def load_plan(path: Path) -> tuple[PlanSpec, list[Workload]]:
+    """A plan file, or a single workload file planned with the default options."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"{path}: no such file. To fix: give a plan or workload YAML (see examples/).") from None
+    except yaml.YAMLError as exc:
+        raise PlanError(f"{path}: not valid YAML ({exc}).") from None
+    if isinstance(data, dict) and "workloads" not in data and "kind" in data:
+        w = load_workload(path)
+        return PlanSpec(name=w.name, workloads=[path.name]), [w]
+    if not isinstance(data, dict):
+        raise PlanError(f"{path}: expected a mapping with name and workloads (see examples/fleet-plan.yaml).")
+    try:
+        spec = PlanSpec.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"])
+        hint = did_you_mean(str(error["loc"][-1]), PlanSpec.model_fields) if error["type"] == "extra_forbidden" else ""
+        raise PlanError(f"{path}: {field}: {error['msg']}.{hint} To fix: see docs/planning.md.") from None
+    return spec, _workloads(path, spec)

@@ -1,0 +1,53 @@
+"""`flopex plan` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from tests.cli.test_cli import run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_melange_mode_prints_melanges_answer() -> None:
+    code, out = run("plan", "--melange", str(ROOT / "tests" / "fixtures" / "melange-example.json"), "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["instances"] == {"A10G": 3, "A100-80GB": 1}
+    assert data["cost_per_hour"] == 6.7
+
+
+def test_plan_summary_and_json() -> None:
+    code, out = run("plan", str(ROOT / "examples" / "fleet-plan.yaml"))
+    assert code == 0, out
+    assert "Plan fleet-plan" in out and "Binding:" in out and "HiGHS" in out
+    code, out = run("plan", str(ROOT / "examples" / "enterprise-chat-70b.yaml"), "--json")
+    data = json.loads(out)
+    assert {"fleet", "workloads", "explanation", "solver", "usd_per_hour", "carbon_kg_per_hour"} <= set(data)
+
+
+def test_pareto_plot(tmp_path: Path) -> None:
+    svg = tmp_path / "front.svg"
+    code, out = run("plan", str(ROOT / "examples" / "fleet-plan.yaml"), "--pareto", "cost,carbon", "--plot", str(svg))
+    assert code == 0, out
+    assert "Pareto frontier" in out
+    assert ET.parse(svg).getroot().tag.endswith("svg")
+    code, out = run("plan", str(ROOT / "examples" / "fleet-plan.yaml"), "--pareto", "cost,carbon", "--plot", "x.png")
+    assert code == 2 and "SVG" in out
+
+
+def test_infeasible_exits_1_and_explains() -> None:
+    code, out = run("plan", str(ROOT / "examples" / "enterprise-chat-70b.yaml"), "--carbon-cap-kg-per-hour", "0.000001")
+    assert code == 1
+    assert "No plan" in out and "without the carbon cap: feasible" in out
+
+
+def test_bad_inputs() -> None:
+    code, out = run("plan")
+    assert code == 2 and "--melange" in out
+    code, out = run("plan", str(ROOT / "examples" / "fine-tune-8b.yaml"))
+    assert code == 2 and "flopex quote" in out
+    code, out = run("plan", str(ROOT / "examples" / "fleet-plan.yaml"), "--pareto", "cost,latency")
+    assert code == 2 and "cost,carbon" in out

@@ -1,0 +1,91 @@
+"""Plans for the shipped examples: feasibility, explanations, the single-offer baseline, Pareto and
+infeasibility."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flopex.catalog import load_catalog
+from flopex.economics import load_energy_table
+from flopex.errors import PlanError
+from flopex.perf import load_efficiency
+from flopex.plan import SpotPolicy, load_plan, make_plan, pareto
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CATALOG = load_catalog()
+EFF = load_efficiency()
+ENERGY = load_energy_table()
+
+
+def _plan(name: str, **update: object):  # type: ignore[no-untyped-def]
+    spec, workloads = load_plan(EXAMPLES / name)
+    return make_plan(spec.model_copy(update=update), workloads, CATALOG, EFF, ENERGY)
+
+
+@pytest.mark.parametrize(
+    "name", ["fleet-plan.yaml", "enterprise-chat-70b.yaml", "video-service.yaml", "agent-fleet.yaml"]
+)
+def test_every_serving_example_has_a_feasible_plan(name: str) -> None:
+    plan = _plan(name)
+    j = plan.to_json()
+    assert j["status"] in ("optimal", "time_limit") and j["plan_schema_version"] == 1
+    assert j["solver"]["gap"] <= 0.01 + 1e-9
+    assert j["usd_per_hour"] == pytest.approx(sum(line["usd_per_hour"] for line in j["fleet"]))
+    for w in j["workloads"]:
+        for bucket in w["routing"]:
+            assert sum(bucket["shares"].values()) == pytest.approx(1.0)
+    for line in j["fleet"]:
+        if line["utilisation"] is not None:
+            assert line["utilisation"] <= 0.85 + 1e-6  # the plan's utilisation target
+
+
+def test_the_fleet_plan_explains_its_binding_constraints() -> None:
+    plan = _plan("fleet-plan.yaml")
+    j = plan.to_json()
+    groups = {b["constraint"] for b in j["explanation"]["binding"]}
+    assert "domains" in groups  # two regions per workload cost more than one
+    for b in j["explanation"]["binding"]:
+        assert b["usd_per_hour_without"] == pytest.approx(j["usd_per_hour"] - b["costs_usd_per_hour"])
+    # each workload runs in at least two regions
+    cands = {c.id: c for c in plan.inputs.candidates}
+    for name in ("enterprise-chat-70b", "code-assistant"):
+        domains = {cands[cid].domain("region") for cid in plan.solution.groups if cands[cid].workload == name}
+        assert len(domains) >= 2, (name, domains)
+
+
+def test_without_constraints_the_plan_never_costs_more_than_the_single_offer_baseline() -> None:
+    plan = _plan("fleet-plan.yaml", min_failure_domains=1, spot=SpotPolicy())
+    j = plan.to_json()
+    assert j["usd_per_hour"] <= j["explanation"]["single_offer_usd_per_hour"] + 1e-6
+
+
+def test_pareto_trades_cost_for_carbon() -> None:
+    plan = _plan("fleet-plan.yaml")
+    front = pareto(plan)
+    assert len(front) >= 2
+    for a, b in zip(front, front[1:], strict=False):
+        assert a.carbon_kg_per_hour < b.carbon_kg_per_hour and a.usd_per_hour > b.usd_per_hour
+
+
+def test_an_infeasible_plan_says_which_relaxation_helps() -> None:
+    plan = _plan("enterprise-chat-70b.yaml", carbon_cap_kg_per_hour=1e-6, min_failure_domains=2)
+    j = plan.to_json()
+    assert j["status"] == "infeasible"
+    relaxed = {r["constraint"]: r["usd_per_hour"] for r in j["relaxations"]}
+    assert relaxed["carbon"] is not None  # dropping the cap works; dropping the domains alone does not
+    assert relaxed["domains"] is None
+
+
+def test_a_training_workload_is_pointed_to_quote() -> None:
+    spec, workloads = load_plan(EXAMPLES / "fine-tune-8b.yaml")
+    with pytest.raises(PlanError, match="flopex quote"):
+        make_plan(spec, workloads, CATALOG, EFF, ENERGY)
+
+
+def test_plan_file_errors_name_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("name: p\nworkloads: [x.yaml]\nutilization: 0.8\n")
+    with pytest.raises(PlanError, match="utilization: .*Did you mean 'utilisation'"):
+        load_plan(bad)
