@@ -151,47 +151,120 @@ def usable(c: Candidate, options: Options) -> bool:
 
 
 def prune(candidates: list[Candidate], options: Options) -> list[Candidate]:
-    """Drop candidates that a cheaper one matches in everything the model can tell apart.
+    """Drop candidates that cheaper ones can always replace in an optimal plan.
 
-    Two candidates are interchangeable when they have the same capacities, group size and power, and no
-    active constraint distinguishes them: the same failure domain where a workload needs several, the same
-    grid where carbon counts, the same zone where spot is spread, the same site under a power budget, and
-    their own offer where that offer's capacity is limited. Only the cheapest of each such class can be in
-    an optimal plan, so the rest are removed before the solver sees them (thousands of offers share a few
-    dozen instance shapes)."""
+    Candidates with the same workload, capacities, group size, power, preemption rate and spot flag (and the
+    same grid where carbon counts, the same site under a power budget) form a class: any of them can take
+    another's groups and traffic. Offers with limited capacity are kept as they are. Within a class, where
+    neither failure domains nor spot spreading matter, only the cheapest can be in an optimal plan. Where
+    they do, a plan needs members in at most k domains (k = the minimum) and z zones (z = the zones spot
+    spreading needs), so keeping the cheapest k + z members in distinct domains and zones is enough: any
+    other member's groups can move to a cheaper kept one in a domain and zone the plan still counts. A real
+    catalog sells a few dozen instance shapes in many regions, so this leaves a few candidates per shape."""
     carbon = carbons(options)
-    spread = options.max_zone_share < 1 or options.on_demand_floor > 0
-    best: dict[tuple[object, ...], Candidate] = {}
+    zones_needed = 0
+    if options.max_zone_share < 1 and "zone_share" not in options.disabled:
+        zones_needed = math.ceil(1 / options.max_zone_share)
+    classes: dict[tuple[object, ...], list[Candidate]] = defaultdict(list)
+    kept: list[Candidate] = []
     for c in candidates:
-        key: tuple[object, ...] = (
-            c.workload,
-            c.capacity,
-            c.instances,
-            c.spot,
-            c.idle_kw,
-            c.busy_kw,
-            c.interruption_rate,
-        )
-        if options.min_domains.get(c.workload, 1) > 1:
-            key += (c.domain(options.domain),)
+        if c.offer in options.offer_capacity:
+            kept.append(c)
+            continue
+        key: tuple[object, ...] = (c.workload, c.capacity, c.instances, c.spot, c.idle_kw, c.busy_kw)
+        key += (c.interruption_rate,)
         if carbon:
             key += (c.grid_g_per_kwh,)
-        if spread and c.spot:
-            key += (c.zone,)
         if c.site in options.power_budget_kw:
             key += (c.site,)
-        if c.offer in options.offer_capacity:
-            key += (c.offer,)
-        kept = best.get(key)
-        if kept is None or (c.usd_per_hour, c.id) < (kept.usd_per_hour, kept.id):
-            best[key] = c
-    return list(best.values())
+        classes[key].append(c)
+    for members in classes.values():
+        domains_needed = options.min_domains.get(members[0].workload, 1) if "domains" not in options.disabled else 1
+        keep = (domains_needed if domains_needed > 1 else 0) + (zones_needed if members[0].spot else 0)
+        members.sort(key=lambda c: (c.usd_per_hour, c.id))
+        if keep == 0:
+            kept.append(members[0])
+            continue
+        seen_domains: set[str] = set()
+        seen_zones: set[str] = set()
+        chosen = 0
+        for c in members:
+            new = c.domain(options.domain) not in seen_domains or (members[0].spot and c.zone not in seen_zones)
+            if new or chosen == 0:
+                kept.append(c)
+                seen_domains.add(c.domain(options.domain))
+                seen_zones.add(c.zone)
+                chosen += 1
+                if chosen >= keep:
+                    break
+    return kept
+
+
+def _coupled(candidates: list[Candidate], demands: list[Demand], options: Options) -> bool:
+    """Whether the workloads share a constraint (offer capacity, a site's power, the carbon cap)."""
+    if len(demands) < 2:
+        return True
+    if options.carbon_cap_g_per_hour is not None and "carbon" not in options.disabled:
+        return True
+    if options.power_budget_kw and "power" not in options.disabled:
+        return True
+    if "capacity" not in options.disabled:
+        users: dict[str, set[str]] = defaultdict(set)
+        for c in candidates:
+            if c.offer in options.offer_capacity:
+                users[c.offer].add(c.workload)
+        if any(len(ws) > 1 for ws in users.values()):
+            return True
+    return False
+
+
+def _merge(parts: list[Solution], seconds: float) -> Solution:
+    """Independent workloads solved apart: the union of their plans."""
+    bad = next((p for p in parts if not p.feasible), None)
+    if bad is not None:
+        return replace(bad, seconds=seconds)
+    money = sum(p.usd_per_hour for p in parts)
+    objective = sum(p.objective for p in parts)
+    bound = sum(p.objective * (1 - p.gap) for p in parts)
+    return Solution(
+        status="optimal" if all(p.status == "optimal" for p in parts) else "time_limit",
+        message="; ".join(dict.fromkeys(p.message for p in parts)),
+        usd_per_hour=money,
+        objective=objective,
+        gap=(objective - bound) / objective if objective else 0.0,
+        seconds=seconds,
+        groups={k: v for p in parts for k, v in p.groups.items()},
+        routing={k: v for p in parts for k, v in p.routing.items()},
+        load={k: v for p in parts for k, v in p.load.items()},
+        hosted_usd_per_hour=sum(p.hosted_usd_per_hour for p in parts),
+        energy_kwh_per_hour=sum(p.energy_kwh_per_hour for p in parts),
+        carbon_g_per_hour=sum(p.carbon_g_per_hour for p in parts),
+        size=(sum(p.size[0] for p in parts), sum(p.size[1] for p in parts), sum(p.size[2] for p in parts)),
+    )
 
 
 def solve(
     candidates: list[Candidate], demands: list[Demand], options: Options, hosted: list[Hosted] | None = None
 ) -> Solution:
-    """Minimise $/h (+ carbon price x expected tCO2e/h) subject to the constraints in `options`."""
+    """Minimise $/h (+ carbon price x expected tCO2e/h) subject to the constraints in `options`.
+
+    Workloads that share no constraint are independent problems; they are solved one by one (each within its
+    share of the time limit), which is exact and much faster than one large model."""
+    if not _coupled(candidates, demands, options):
+        start = time.perf_counter()
+        parts = []
+        for index, d in enumerate(demands):  # time a workload leaves unused passes to the next ones
+            left = options.time_limit_s - (time.perf_counter() - start)
+            share = replace(options, time_limit_s=max(left / (len(demands) - index), 0.1))
+            own = [c for c in candidates if c.workload == d.workload]
+            parts.append(_solve(own, [d], share, [h for h in hosted or [] if h.workload == d.workload]))
+        return _merge(parts, time.perf_counter() - start)
+    return _solve(candidates, demands, options, hosted)
+
+
+def _solve(
+    candidates: list[Candidate], demands: list[Demand], options: Options, hosted: list[Hosted] | None = None
+) -> Solution:
     start = time.perf_counter()
     # a hosted API publishes no energy, so it cannot be shown to meet a carbon price or cap
     hosted = [] if carbons(options) else (hosted or [])
