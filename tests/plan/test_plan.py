@@ -89,3 +89,25 @@ def test_plan_file_errors_name_the_field(tmp_path: Path) -> None:
     bad.write_text("name: p\nworkloads: [x.yaml]\nutilization: 0.8\n")
     with pytest.raises(PlanError, match="utilization: .*Did you mean 'utilisation'"):
         load_plan(bad)
+
+
+def test_owned_servers_are_sunk_cost_up_to_their_capacity_and_a_site_power_budget_binds(tmp_path: Path) -> None:
+    overlay = Path(__file__).resolve().parents[1] / "fixtures" / "overlays" / "negotiated.yaml"
+    catalog = load_catalog([overlay])
+    owned = [o for o in catalog.offers if o.market == "owned" and o.accelerator == "H100-SXM"]
+    assert owned and owned[0].capacity == 16
+    spec, workloads = load_plan(EXAMPLES / "agent-fleet.yaml")
+    many = workloads[0].model_copy(
+        update={"traffic": workloads[0].traffic.model_copy(update={"concurrent_sessions": 3000})}
+    )
+    sunk = spec.model_copy(update={"sunk_cost": ("owned",)})
+    plan = make_plan(sunk, [many], catalog, EFF, ENERGY)
+    cands = {c.id: c for c in plan.inputs.candidates}
+    on_owned = sum(n * cands[c].instances for c, n in plan.solution.groups.items() if cands[c].offer == owned[0].id)
+    assert on_owned == 16  # all of the free servers, and no more than exist
+    assert plan.solution.usd_per_hour > 0  # the rest is bought
+    site = f"{owned[0].provider}/{owned[0].region}"
+    budget = sunk.model_copy(update={"power_budget_kw": {site: 30.0}})
+    limited = make_plan(budget, [many], catalog, EFF, ENERGY)
+    assert limited.solution.usd_per_hour > plan.solution.usd_per_hour
+    assert any(b.group == "power" for b in limited.binding)
