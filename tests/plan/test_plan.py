@@ -12,6 +12,7 @@ from flopex.economics import load_energy_table
 from flopex.errors import PlanError
 from flopex.perf import load_efficiency
 from flopex.plan import SpotPolicy, load_plan, make_plan, pareto
+from flopex.workloads import AgentWorkload
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CATALOG = load_catalog()
@@ -97,6 +98,7 @@ def test_owned_servers_are_sunk_cost_up_to_their_capacity_and_a_site_power_budge
     owned = [o for o in catalog.offers if o.market == "owned" and o.accelerator == "H100-SXM"]
     assert owned and owned[0].capacity == 16
     spec, workloads = load_plan(EXAMPLES / "agent-fleet.yaml")
+    assert isinstance(workloads[0], AgentWorkload)
     many = workloads[0].model_copy(
         update={"traffic": workloads[0].traffic.model_copy(update={"concurrent_sessions": 3000})}
     )
