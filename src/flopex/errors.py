@@ -37,6 +37,7 @@ __all__ = [
     "ModelError",
     "PerfError",
     "PlanError",
+    "SimError",
     "UnknownAcceleratorError",
     "UnknownModelError",
     "UnknownOfferError",
@@ -111,6 +112,10 @@ class WorkloadError(FlopexError):
 
 class PlanError(FlopexError):
     """A plan file, or the plan it asks for, is wrong or cannot be made."""
+
+
+class SimError(FlopexError):
+    """A simulation cannot be run as asked."""
 
 
 class EconomicsError(FlopexError):

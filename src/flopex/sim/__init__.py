@@ -1,0 +1,24 @@
+"""Discrete-event simulation of a fleet under a trace: continuous batching, paged KV, preemptions, faults."""
+
+from __future__ import annotations
+
+from flopex.sim._build import replicas_from_plan
+from flopex.sim._engine import Completed, Fault, Request, SimOptions, SimReplica, SimResult, simulate
+from flopex.sim._report import Report, report
+from flopex.sim._traffic import bucket_of, generate, requests_from_trace
+
+__all__ = [
+    "Completed",
+    "Fault",
+    "Report",
+    "Request",
+    "SimOptions",
+    "SimReplica",
+    "SimResult",
+    "bucket_of",
+    "generate",
+    "replicas_from_plan",
+    "report",
+    "requests_from_trace",
+    "simulate",
+]
