@@ -12,6 +12,7 @@ from flopex.cli._hardware import hardware_app
 from flopex.cli._models import models_app
 from flopex.cli._plan import plan_command
 from flopex.cli._predict import predict_app
+from flopex.cli._simulate import simulate_command
 from flopex.cli._workload import workload_app
 
 __all__ = ["app", "main"]
@@ -33,6 +34,7 @@ app.command("quote")(quote_command)
 app.command("label")(label)
 app.command("pricesheet")(pricesheet)
 app.command("plan")(plan_command)
+app.command("simulate")(simulate_command)
 
 
 def _version(value: bool) -> None:

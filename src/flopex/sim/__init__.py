@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flopex.sim._build import replicas_from_plan
+from flopex.sim._build import hosted_shares, replicas_from_plan, split_hosted
 from flopex.sim._engine import Completed, Fault, Request, SimOptions, SimReplica, SimResult, simulate
 from flopex.sim._report import Report, report
 from flopex.sim._traffic import bucket_of, generate, requests_from_trace
@@ -17,6 +17,8 @@ __all__ = [
     "SimResult",
     "bucket_of",
     "generate",
+    "hosted_shares",
+    "split_hosted",
     "replicas_from_plan",
     "report",
     "requests_from_trace",

@@ -3,15 +3,18 @@ routing shares, spot exposure and power."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
+
 from flopex.catalog import Catalog
 from flopex.economics import chat_fit
 from flopex.errors import SimError
 from flopex.perf import Efficiency, replica_for
 from flopex.plan import Plan
-from flopex.sim._engine import SimReplica
+from flopex.sim._engine import Request, SimReplica
 from flopex.workloads import ChatWorkload
 
-__all__ = ["replicas_from_plan"]
+__all__ = ["hosted_shares", "replicas_from_plan", "split_hosted"]
 
 
 def replicas_from_plan(plan: Plan, catalog: Catalog, eff: Efficiency) -> list[SimReplica]:
@@ -44,7 +47,7 @@ def replicas_from_plan(plan: Plan, catalog: Catalog, eff: Efficiency) -> list[Si
             for r in range(per_group):
                 out.append(
                     SimReplica(
-                        id=f"{c.offer}#{g}.{r}" if per_group > 1 else f"{c.offer}#{g}",
+                        id=f"{w.name}:{c.offer}#{g}" + (f".{r}" if per_group > 1 else ""),
                         group=cid,
                         workloads=frozenset({w.name}),
                         model=model,
@@ -55,6 +58,30 @@ def replicas_from_plan(plan: Plan, catalog: Catalog, eff: Efficiency) -> list[Si
                         idle_w=c.idle_kw * 1000 / per_group,
                     )
                 )
+    if len({r.id for r in out}) != len(out):
+        raise SimError("two replicas share an id; this is a bug in flopex, please report it.")
     if not out:
         raise SimError("the plan deploys no replicas to simulate (is all its traffic on hosted APIs?).")
     return out
+
+
+def hosted_shares(plan: Plan) -> dict[tuple[str, int], float]:
+    """The share of each (workload, bucket) the plan sends to hosted APIs."""
+    hosted = {h.id for h in plan.inputs.hosted}
+    out: dict[tuple[str, int], float] = {}
+    for key, shares in plan.solution.routing.items():
+        share = sum(v for k, v in shares.items() if k in hosted)
+        if share > 0:
+            out[key] = share
+    return out
+
+
+def split_hosted(
+    requests: Sequence[Request], shares: dict[tuple[str, int], float], rng: random.Random
+) -> tuple[list[Request], list[Request]]:
+    """(simulated, sent to hosted APIs): each request leaves for an API with its bucket's planned share."""
+    local: list[Request] = []
+    away: list[Request] = []
+    for r in requests:
+        (away if rng.random() < shares.get((r.workload, r.bucket), 0.0) else local).append(r)
+    return local, away

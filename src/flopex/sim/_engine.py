@@ -89,7 +89,7 @@ class _Seq:
 class _ReplicaState:
     __slots__ = (
         "spec", "waiting", "running", "heap", "steps", "base_ctx", "busy_until", "up", "busy_s", "energy_j",
-        "kv_cap", "budget", "limit", "queue_area", "last_t", "preemptions", "served", "epoch",
+        "kv_cap", "budget", "limit", "queue_area", "last_t", "preemptions", "served", "epoch", "inflight",
     )  # fmt: skip
 
     def __init__(self, spec: SimReplica) -> None:
@@ -110,7 +110,8 @@ class _ReplicaState:
         self.last_t = 0.0
         self.preemptions = 0
         self.served = 0
-        self.epoch = 0  # bumped when the replica goes down, to drop its stale step events
+        self.epoch = 0  # bumped when a scheduled step end is cancelled (a fault, a truncated run of decode steps)
+        self.inflight: tuple[float, int, float] | None = None  # decode steps under way: (start, steps, step time)
 
     def context_sum(self) -> int:
         return self.base_ctx + len(self.running) * self.steps
@@ -235,12 +236,12 @@ def simulate(
             dropped.append(req)
             return
         sample(st, now)
+        _settle(st, now)
         st.waiting.append(seq)
         if st.busy_until < now:
             start_step(st, now)
 
     def start_step(st: _ReplicaState, now: float) -> None:
-        nonlocal steps_total
         model = st.spec.model
         running = st.running
         b = len(running)
@@ -272,35 +273,23 @@ def simulate(
         if b == 0 and chunk_tokens == 0:
             st.busy_until = -1.0
             return
-        k = 1
-        if chunk_tokens == 0:  # decode only: advance to the next event that changes the batch
+        if chunk_tokens == 0:  # decode only: run until the next event that changes the batch, applied lazily
             k_finish = st.heap[0][0] - st.steps if st.heap else 1
-            free = st.kv_cap - st.kv_tokens()
-            k_kv = max(1, free // max(b, 1))
+            k_kv = max(1, (st.kv_cap - st.kv_tokens()) // b)
             k = max(1, min(k_finish, k_kv))
-        mean_ctx = st.context_sum() / b + k / 2 if b else 0.0
-        step = model.step(Batch(b, mean_ctx, chunk_tokens, pairs, b + len(finishing)))
+            t = model.step(Batch(b, st.context_sum() / b + k / 2, 0, 0.0, b)).total_s
+            horizon = downs[di].at if di < len(downs) else math.inf
+            if horizon < math.inf and k > 1:
+                k = max(1, min(k, int((horizon - now) / t)))
+            st.inflight = (now, k, t)
+            _account(st, now, k * t)
+            push(now + k * t, 1, st.spec.id, st.epoch)
+            return
+        step = model.step(Batch(b, st.context_sum() / b if b else 0.0, chunk_tokens, pairs, b + len(finishing)))
         t = step.total_s
-        if chunk_tokens == 0 and k > 1:
-            horizon = arrivals[ai].arrival if ai < len(arrivals) else math.inf
-            if events:
-                horizon = min(horizon, events[0][0])
-            k = max(1, min(k, int((horizon - now) / t) if horizon < math.inf else k))
-            if k > 1:
-                step = model.step(Batch(b, st.context_sum() / b + k / 2, 0, 0.0, b))
-                t = step.total_s
-        duration = t * k
+        duration = t
         end = now + duration
-        steps_total += k
-        # decode effects: k tokens for every running sequence; those done leave
-        st.steps += k
-        while st.heap and st.heap[0][0] <= st.steps:
-            _, rid = heapq.heappop(st.heap)
-            seq = running.pop(rid)
-            st.base_ctx -= seq.target + 1 - seq.start
-            overshoot = st.steps - seq.finish
-            done_at = max(end - overshoot * t, seq.first_token)
-            _finish(st, seq, done_at)
+        _apply_decode(st, 1, now, t)
         # prompts that finished prefill produce their first token at the end of this step
         for seq in finishing:
             st.waiting.remove(seq)
@@ -315,13 +304,45 @@ def simulate(
             running[seq.req.id] = seq
             st.base_ctx += seq.target + 1 - seq.start
             heapq.heappush(st.heap, (seq.finish, seq.req.id))
+        _account(st, now, duration)
+        push(end, 1, st.spec.id, st.epoch)
+
+    def _account(st: _ReplicaState, now: float, duration: float) -> None:
         st.busy_s += duration
         st.energy_j += duration * st.spec.busy_w
-        minute = int(now // options.sample_s)
-        acc = series_acc[st.spec.id].setdefault(minute, [0.0, 0.0])
+        acc = series_acc[st.spec.id].setdefault(int(now // options.sample_s), [0.0, 0.0])
         acc[1] += duration
-        st.busy_until = end
-        push(end, 1, st.spec.id, st.epoch)
+        st.busy_until = now + duration
+
+    def _apply_decode(st: _ReplicaState, k: int, start: float, t: float) -> None:
+        """`k` decode steps from `start`, `t` seconds each: every running sequence gains k tokens."""
+        nonlocal steps_total
+        before = st.steps
+        st.steps += k
+        steps_total += k
+        while st.heap and st.heap[0][0] <= st.steps:
+            _, rid = heapq.heappop(st.heap)
+            seq = st.running.pop(rid)
+            st.base_ctx -= seq.target + 1 - seq.start
+            _finish(st, seq, max(start + (seq.finish - before) * t, seq.first_token))
+
+    def _settle(st: _ReplicaState, now: float) -> None:
+        """Apply a run of decode steps up to the step under way at `now` (an arrival changes the batch)."""
+        if st.inflight is None:
+            return
+        start, k, t = st.inflight
+        st.inflight = None
+        done = min(k, max(1, math.ceil((now - start) / t - 1e-9)))
+        _apply_decode(st, done, start, t)
+        if done < k:  # cancel the scheduled end and give back the time not spent
+            unused = (k - done) * t
+            st.busy_s -= unused
+            st.energy_j -= unused * st.spec.busy_w
+            acc = series_acc[st.spec.id].setdefault(int(start // options.sample_s), [0.0, 0.0])
+            acc[1] -= unused
+            st.epoch += 1
+            st.busy_until = start + done * t
+            push(st.busy_until, 1, st.spec.id, st.epoch)
 
     def _preempt(st: _ReplicaState, seq: _Seq) -> None:
         st.running.pop(seq.req.id)
@@ -368,6 +389,7 @@ def simulate(
             sample(st, now)
             st.up = False
             st.epoch += 1
+            st.inflight = None
             moved = list(st.running.values()) + list(st.waiting)
             for seq in moved:
                 seq.prefilled = 0
@@ -396,6 +418,10 @@ def simulate(
             if epoch != st.epoch:
                 continue
             sample(st, now)
+            if st.inflight is not None:
+                start, k, t = st.inflight
+                st.inflight = None
+                _apply_decode(st, k, start, t)
             start_step(st, now)
             continue
         req = arrivals[ai]

@@ -1,0 +1,233 @@
+"""`flopex simulate`: replay a trace or synthetic arrivals against a plan's fleet."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flopex.cli._common import (
+    CalibrationOption,
+    CatalogOption,
+    JsonOption,
+    catalog_for,
+    choose,
+    efficiency_for,
+    err_console,
+    fail,
+    out_console,
+    print_json,
+)
+from flopex.cli._svg import line_chart
+from flopex.economics import load_energy_table
+from flopex.errors import FlopexError, SimError
+from flopex.plan import load_plan, make_plan
+from flopex.routing import Policy
+from flopex.sim import (
+    Fault,
+    Request,
+    SimOptions,
+    generate,
+    hosted_shares,
+    replicas_from_plan,
+    report,
+    requests_from_trace,
+    simulate,
+    split_hosted,
+)
+from flopex.workloads import ChatWorkload
+
+__all__ = ["simulate_command"]
+
+ARRIVALS = ("trace", "poisson", "gamma", "diurnal")
+
+
+def _read_trace(path: Path) -> list[tuple[str, int, int]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = []
+            for line, row in enumerate(reader, start=2):
+                try:
+                    rows.append((row["TIMESTAMP"], int(row["ContextTokens"]), int(row["GeneratedTokens"])))
+                except (KeyError, ValueError, TypeError):
+                    raise SimError(
+                        f"{path}:{line}: expected TIMESTAMP,ContextTokens,GeneratedTokens (the Azure trace format)."
+                    ) from None
+            return rows
+    except FileNotFoundError:
+        raise SimError(f"{path}: no such trace file.") from None
+
+
+def _fault(text: str) -> Fault:
+    try:
+        replica, rest = text.rsplit("@", 1)
+        at, duration = rest.split(":")
+        return Fault(replica, float(at), float(duration))
+    except ValueError:
+        fail(
+            f"--fail {text!r}: write REPLICA@START:SECONDS, e.g. --fail 'aws/us-east-1/g6.xlarge/on_demand#0@300:120'."
+        )
+
+
+def simulate_command(
+    file: Annotated[Path, typer.Argument(help="A plan YAML or one chat/completion workload YAML.")],
+    trace: Annotated[
+        list[str] | None, typer.Option("--trace", help="Trace CSV, or WORKLOAD=CSV for several workloads.")
+    ] = None,
+    arrivals: Annotated[str, typer.Option("--arrivals", help="trace, poisson, gamma or diurnal.")] = "trace",
+    rate_scale: Annotated[
+        float, typer.Option("--rate-scale", min=0.0001, help="Replay traffic this many times faster (trace or rate).")
+    ] = 1.0,
+    plan_scale: Annotated[
+        float, typer.Option("--plan-scale", min=0.0001, help="Plan the fleet for this many times each workload's rate.")
+    ] = 1.0,
+    duration: Annotated[float, typer.Option("--duration", min=1.0, help="Seconds of synthetic arrivals.")] = 600.0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (runs are deterministic).")] = 0,
+    policy: Annotated[str, typer.Option("--policy", help="plan (follow the plan's shares) or least-load.")] = "plan",
+    fail_at: Annotated[list[str] | None, typer.Option("--fail", help="REPLICA@START:SECONDS; repeatable.")] = None,
+    no_spot: Annotated[bool, typer.Option("--no-spot-preemptions", help="Do not draw spot preemptions.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Folder to write SVG plots into.")] = None,
+    catalog: CatalogOption = None,
+    calibration: CalibrationOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Replay traffic request by request, batch by batch, against the fleet `flopex plan` chooses."""
+    kind = choose(arrivals, ARRIVALS, "--arrivals")
+    chosen_policy = choose(policy, ("plan", "least-load"), "--policy")
+    eff = efficiency_for(calibration)
+    cat = catalog_for(catalog, quiet=True)
+    try:
+        spec, workloads = load_plan(file)
+        chats = [w for w in workloads if isinstance(w, ChatWorkload)]
+        if len(chats) != len(workloads):
+            raise SimError("the simulator replays token traffic; every workload must be chat or completion.")
+        planned = [_scaled(w, plan_scale) for w in chats]
+        plan = make_plan(spec, list(planned), cat, eff, load_energy_table(), explain=False)
+        if not plan.solution.feasible:
+            raise SimError(f"the plan is infeasible ({plan.solution.message}); run `flopex plan {file}` to see why.")
+        replicas = replicas_from_plan(plan, cat, eff)
+        traces = _traces(trace, chats, file)
+        rng = random.Random(seed)
+        requests: list[Request] = []
+        for w in chats:
+            source = traces.get(w.name)
+            if kind == "trace":
+                if source is None:
+                    raise SimError(f"workload {w.name} has no trace. To fix: pass --trace FILE, or --arrivals poisson.")
+                reqs = requests_from_trace(_read_trace(source), w.name, w.traffic.buckets(), rate_scale)
+            else:
+                rate = (w.traffic.requests_per_s or 0.0) * rate_scale
+                reqs = generate(kind, rate, duration, w.name, w.traffic.buckets(), rng)
+            requests += [
+                Request(len(requests) + i, r.arrival, r.workload, r.bucket, r.input_tokens, r.output_tokens)
+                for i, r in enumerate(reqs)
+            ]
+        requests.sort(key=lambda r: (r.arrival, r.id))
+        requests, to_hosted = split_hosted(requests, hosted_shares(plan), random.Random(seed + 1))
+        options = SimOptions(
+            seed=seed, policy=Policy.plan_weighted() if chosen_policy == "plan" else Policy.least_loaded(),
+            faults=tuple(_fault(f) for f in fail_at or []), spot_preemptions=not no_spot,
+        )  # fmt: skip
+        with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} requests"),
+                      TimeElapsedColumn(), console=err_console(), transient=True, disable=json) as bar:  # fmt: skip
+            task = bar.add_task("sim", total=len(requests))
+            result = simulate(requests, replicas, options, lambda done, total: bar.update(task, completed=done))
+        slos = {w.name: w.slo.limits(w.traffic.mean_lengths()[1]) for w in chats}
+        data = report(result, replicas, slos, plan.solution.usd_per_hour).data
+    except FlopexError as exc:
+        fail(str(exc))
+    data["plan_usd_per_hour"] = plan.solution.usd_per_hour
+    data["sent_to_hosted_apis"] = len(to_hosted)
+    data["slos"] = {k: {"ttft_p99_s": v[0], "tpot_p99_s": v[1]} for k, v in slos.items()}
+    if json:
+        print_json(data)
+    else:
+        _summary(data)
+    if plot is not None:
+        _plots(plot, data, result.completed)
+
+
+def _scaled(w: ChatWorkload, factor: float) -> ChatWorkload:
+    rate = (w.traffic.requests_per_s or 0.0) * factor
+    return w.model_copy(update={"traffic": w.traffic.model_copy(update={"requests_per_s": rate})})
+
+
+def _traces(given: list[str] | None, chats: list[ChatWorkload], file: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for w in chats:
+        if w.traffic.trace is not None:
+            out[w.name] = (file.parent / w.traffic.trace).resolve()
+    for item in given or []:
+        if "=" in item:
+            name, path = item.split("=", 1)
+            if name not in {w.name for w in chats}:
+                fail(f"--trace {item!r}: no workload named {name!r} in {file}.")
+            out[name] = Path(path)
+        elif len(chats) == 1:
+            out[chats[0].name] = Path(item)
+        else:
+            fail("--trace: this plan has several workloads; write --trace WORKLOAD=FILE for each.")
+    return out
+
+
+def _summary(d: dict[str, Any]) -> None:
+    console = out_console()
+    table = Table(
+        title=f"Simulated {d['horizon_s'] / 60:,.1f} minutes: {d['completed']:,} requests", header_style="bold"
+    )
+    for col in (
+        "workload / deployment",
+        "requests",
+        "TTFT p50",
+        "TTFT p99",
+        "TPOT p50",
+        "TPOT p99",
+        "E2E p99",
+        "SLO met",
+        "goodput req/s",
+    ):
+        table.add_column(col, justify="left" if col.startswith("workload") else "right", overflow="fold")
+    for section in ("workloads", "deployments"):
+        for name, s in d[section].items():
+            label = name if section == "workloads" else "  " + name.split("|")[1]
+            ttft, tpot = s["ttft_s"], s["tpot_s"]
+            table.add_row(
+                label, f"{s['requests']:,}", f"{ttft['p50'] * 1e3:,.0f} ms", f"{ttft['p99'] * 1e3:,.0f} ms",
+                f"{tpot['p50'] * 1e3:,.1f} ms", f"{tpot['p99'] * 1e3:,.1f} ms", f"{s['e2e_s']['p99']:,.2f} s",
+                f"{s['slo_attainment']:.2%}", f"{s['goodput_rps']:,.2f}",
+            )  # fmt: skip
+    console.print(table)
+    busy = ", ".join(f"{rid} {r['busy_share']:.0%}" for rid, r in d["replicas"].items())
+    console.print(f"Replica busy time: {busy}.")
+    little = d["littles_law"]
+    console.print(
+        f"Cost ${d['cost_usd']:,.2f} (plan ${d['plan_usd_per_hour']:,.2f}/h), energy {d['energy_kwh']:,.2f} kWh. "
+        f"KV preemptions {d['kv_preemptions']:,}; spot preemptions {len(d['spot_preemptions'])} "
+        f"({sum(p['requests_rerouted'] for p in d['spot_preemptions']):,} requests re-routed); "
+        f"dropped {d['dropped']:,}; sent to hosted APIs as planned {d['sent_to_hosted_apis']:,} (not simulated). "
+        f"Little's law: {little['mean_in_system']:,.2f} in system against {little['throughput_x_mean_e2e']:,.2f}."
+    )
+
+
+def _plots(folder: Path, d: dict[str, Any], completed: list[Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    queue = [(rid.split("/")[-1], [(p["t"] / 60, p["queue"]) for p in r["series"]]) for rid, r in d["replicas"].items()]
+    busy = [(rid.split("/")[-1], [(p["t"] / 60, p["busy"]) for p in r["series"]]) for rid, r in d["replicas"].items()]
+    (folder / "queue.svg").write_text(
+        line_chart(queue, "Requests waiting per replica", "minute", "mean queue"), encoding="utf-8"
+    )
+    (folder / "utilisation.svg").write_text(
+        line_chart(busy, "Share of time stepping per replica", "minute", "busy"), encoding="utf-8"
+    )
+    ttft = sorted(c.ttft for c in completed)
+    cdf = [(t, (i + 1) / len(ttft)) for i, t in enumerate(ttft[:: max(1, len(ttft) // 400)])] if ttft else []
+    (folder / "ttft-cdf.svg").write_text(
+        line_chart([("TTFT", cdf)], "Time to first token", "seconds", "share of requests"), encoding="utf-8"
+    )
+    err_console().print(f"wrote {folder}/queue.svg, utilisation.svg, ttft-cdf.svg")
