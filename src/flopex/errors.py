@@ -32,6 +32,7 @@ __all__ = [
     "DoesNotFitError",
     "EconomicsError",
     "FlopexError",
+    "GatewayError",
     "ImportFormatError",
     "ModelConfigError",
     "ModelError",
@@ -116,6 +117,10 @@ class PlanError(FlopexError):
 
 class SimError(FlopexError):
     """A simulation cannot be run as asked."""
+
+
+class GatewayError(FlopexError):
+    """A gateway or emulator configuration is wrong."""
 
 
 class EconomicsError(FlopexError):

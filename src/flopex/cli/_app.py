@@ -12,6 +12,7 @@ from flopex.cli._hardware import hardware_app
 from flopex.cli._models import models_app
 from flopex.cli._plan import plan_command
 from flopex.cli._predict import predict_app
+from flopex.cli._serve import emulate_command, serve_command
 from flopex.cli._simulate import simulate_command
 from flopex.cli._workload import workload_app
 
@@ -35,6 +36,8 @@ app.command("label")(label)
 app.command("pricesheet")(pricesheet)
 app.command("plan")(plan_command)
 app.command("simulate")(simulate_command)
+app.command("serve")(serve_command)
+app.command("emulate")(emulate_command)
 
 
 def _version(value: bool) -> None:

@@ -8,6 +8,7 @@ in, a backend id out; randomness comes from the `random.Random` the caller passe
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -15,13 +16,22 @@ __all__ = [
     "Backend",
     "Policy",
     "RouteRequest",
+    "cheapest",
+    "fastest",
+    "has_capacity",
     "healthy",
+    "in_jurisdiction",
     "kv_headroom",
     "least_load",
+    "not_draining",
     "pick_best",
+    "pick_two",
     "pick_weighted",
     "plan_share",
+    "prefix_affinity",
+    "prior",
     "serves",
+    "within_slo",
 ]
 
 
@@ -38,6 +48,13 @@ class Backend:
     capacity: float = 1.0  # sequences it can hold at its operating point (for load ratios)
     kv_used: float = 0.0  # share of its KV blocks in use
     shares: Mapping[tuple[str, int], float] = field(default_factory=dict)  # (workload, bucket) -> planned share
+    draining: bool = False
+    max_in_flight: int = 0  # 0: no limit
+    usd_per_token: float = 0.0  # marginal cost of one more output token at the current load
+    ttft_s: float = 0.0  # moving averages observed (or predicted) at the current load
+    tpot_s: float = 0.0
+    jurisdictions: frozenset[str] = frozenset()
+    weight: float = 1.0  # prior (the plan's share, or the configured weight)
 
     @property
     def load(self) -> float:
@@ -49,6 +66,10 @@ class RouteRequest:
     workload: str
     bucket: int
     input_tokens: int
+    prefix_key: int = 0  # hash of the prompt's first characters, for prefix affinity
+    jurisdiction: str | None = None  # where the caller's data may go
+    ttft_slo_s: float | None = None
+    tpot_slo_s: float | None = None
 
 
 Filter = Callable[[Backend, RouteRequest], bool]
@@ -62,6 +83,28 @@ def serves(b: Backend, r: RouteRequest) -> bool:
 
 def healthy(b: Backend, r: RouteRequest) -> bool:
     return b.healthy
+
+
+def not_draining(b: Backend, r: RouteRequest) -> bool:
+    return not b.draining
+
+
+def has_capacity(b: Backend, r: RouteRequest) -> bool:
+    return b.max_in_flight <= 0 or b.queued + b.running < b.max_in_flight
+
+
+def cheapest(b: Backend, r: RouteRequest) -> float:
+    """Higher for a lower marginal cost per token (1 for a free backend)."""
+    return 1.0 / (1.0 + b.usd_per_token * 1e6)
+
+
+def fastest(b: Backend, r: RouteRequest) -> float:
+    """Higher for a lower expected latency of a typical answer (TTFT + 100 tokens)."""
+    return 1.0 / (1.0 + b.ttft_s + 100 * b.tpot_s)
+
+
+def prior(b: Backend, r: RouteRequest) -> float:
+    return b.weight
 
 
 def least_load(b: Backend, r: RouteRequest) -> float:
@@ -78,9 +121,33 @@ def plan_share(b: Backend, r: RouteRequest) -> float:
     return b.shares.get((r.workload, r.bucket), 0.0)
 
 
+def in_jurisdiction(b: Backend, r: RouteRequest) -> bool:
+    return r.jurisdiction is None or r.jurisdiction.upper() in b.jurisdictions
+
+
+def within_slo(b: Backend, r: RouteRequest) -> bool:
+    """The backend's expected TTFT and TPOT at its current load are within the request's SLO."""
+    return (r.ttft_slo_s is None or b.ttft_s <= r.ttft_slo_s) and (r.tpot_slo_s is None or b.tpot_s <= r.tpot_slo_s)
+
+
 def pick_best(scored: Sequence[tuple[Backend, float]], rng: random.Random) -> Backend:
     """The highest score; ties go to the lowest id (deterministic)."""
     return max(scored, key=lambda bs: (bs[1], tuple(-ord(ch) for ch in bs[0].id)))[0]
+
+
+def pick_two(scored: Sequence[tuple[Backend, float]], rng: random.Random) -> Backend:
+    """Power of two choices: the better-scored of two drawn at random."""
+    if len(scored) <= 2:
+        return pick_best(scored, rng)
+    a, b = rng.sample(range(len(scored)), 2)
+    return scored[a][0] if scored[a][1] >= scored[b][1] else scored[b][0]
+
+
+def prefix_affinity(candidates: Sequence[Backend], r: RouteRequest) -> str | None:
+    """The backend a prompt prefix maps to on a consistent-hash ring (rendezvous hashing)."""
+    if not candidates or not r.prefix_key:
+        return None
+    return max(candidates, key=lambda b: zlib.crc32(f"{b.id}:{r.prefix_key}".encode())).id
 
 
 def pick_weighted(scored: Sequence[tuple[Backend, float]], rng: random.Random) -> Backend:
@@ -104,12 +171,14 @@ class Policy:
     scorers: tuple[tuple[Scorer, float], ...] = ((least_load, 1.0),)
     picker: Picker = pick_best
     product: bool = False
+    prefix_weight: float = 0.0  # bonus for the backend a prompt prefix hashes to
 
     def route(self, backends: Sequence[Backend], request: RouteRequest, rng: random.Random) -> Backend | None:
         """The chosen backend, or None when no backend passes the filters."""
         alive = [b for b in backends if all(f(b, request) for f in self.filters)]
         if not alive:
             return None
+        affine = prefix_affinity(alive, request) if self.prefix_weight else None
         scored = []
         for b in alive:
             if self.product:
@@ -118,6 +187,8 @@ class Policy:
                     score *= scorer(b, request) ** weight
             else:
                 score = sum(weight * scorer(b, request) for scorer, weight in self.scorers)
+            if affine == b.id:
+                score += self.prefix_weight
             scored.append((b, score))
         return self.picker(scored, rng)
 

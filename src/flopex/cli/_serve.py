@@ -1,0 +1,82 @@
+"""`flopex serve` (the gateway) and `flopex emulate` (an emulated backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from flopex.catalog import PRECISIONS
+from flopex.cli._common import CalibrationOption, CatalogOption, catalog_for, choose, efficiency_for, err_console, fail
+from flopex.economics import load_energy_table
+from flopex.errors import FlopexError
+from flopex.gateway import EmulatorFaults, create_app, create_emulator, load_gateway_config, resolve_backends
+from flopex.models import resolve_model
+from flopex.perf import LLMQuery, Scenario, predict_llm, replica_for
+
+__all__ = ["emulate_command", "serve_command"]
+
+
+def serve_command(
+    config: Annotated[Path, typer.Option("--config", help="Gateway YAML (see examples/gateway.yaml).")],
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes (one per core).")] = 1,
+    catalog: CatalogOption = None,
+    calibration: CalibrationOption = None,
+) -> None:
+    """The OpenAI-compatible gateway: routes, fails over and labels every answer with cost, energy and carbon."""
+    try:
+        cfg = load_gateway_config(config)
+        backends = resolve_backends(
+            cfg, catalog_for(catalog, quiet=True), efficiency_for(calibration), load_energy_table()
+        )
+    except FlopexError as exc:
+        fail(str(exc))
+    import os
+
+    token = os.environ.get(cfg.admin_token_env) if cfg.admin_token_env else None
+    app = create_app(cfg, backends, admin_token=token)
+    count = sum(len(b) for b in backends.values())
+    err_console().print(f"flopex gateway on http://{host}:{port}/v1: {len(backends)} model(s), {count} backend(s)")
+    if workers > 1:
+        err_console().print("note: each worker keeps its own backend health and counters; shared state needs Redis.")
+    uvicorn.run(app, host=host, port=port, workers=1, loop="uvloop", http="httptools", log_level="warning",
+                timeout_graceful_shutdown=30, access_log=False)  # fmt: skip
+
+
+def emulate_command(
+    model: Annotated[str, typer.Option("--model", help="Model id the backend serves.")],
+    accelerator: Annotated[str, typer.Option("--accelerator", help="Accelerator it emulates, e.g. H100-SXM.")],
+    precision: Annotated[str, typer.Option("--precision")] = "fp8",
+    count: Annotated[int, typer.Option("--count", min=1)] = 1,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 9000,
+    time_scale: Annotated[
+        float, typer.Option("--time-scale", min=0.0, help="Multiply every delay (0 = instant).")
+    ] = 1.0,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Waiting requests before 429.")] = 256,
+    error_rate: Annotated[float, typer.Option("--error-rate", min=0.0, max=1.0)] = 0.0,
+    hang: Annotated[bool, typer.Option("--hang", help="Accept requests and never answer.")] = False,
+    slow: Annotated[float, typer.Option("--slow", min=0.0, help="Multiply every delay by this.")] = 1.0,
+    die_after: Annotated[int, typer.Option("--die-after", min=0, help="Exit after this many requests.")] = 0,
+    drop_rate: Annotated[float, typer.Option("--drop-rate", min=0.0, max=1.0, help="Drop streams mid-answer.")] = 0.0,
+    calibration: CalibrationOption = None,
+) -> None:
+    """An OpenAI-compatible backend whose timing follows the performance model for that hardware."""
+    p = choose(precision, PRECISIONS, "--precision")
+    eff = efficiency_for(calibration)
+    try:
+        from flopex.catalog import load_accelerators
+
+        query = LLMQuery(resolve_model(model), load_accelerators().resolve(accelerator), count, p, 1000, 200,
+                         Scenario("server", 0, 2.0, 0.2))  # fmt: skip
+        replica = replica_for(predict_llm(query, eff), eff)
+    except FlopexError as exc:
+        fail(str(exc))
+    faults = EmulatorFaults(error_rate=error_rate, hang=hang, slow=slow, die_after=die_after, drop_rate=drop_rate)
+    app = create_emulator(model, replica, time_scale=time_scale, max_queue=max_queue, faults=faults)
+    err_console().print(f"emulated {model} on {count} x {accelerator} ({p}) at http://{host}:{port}/v1")
+    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False)

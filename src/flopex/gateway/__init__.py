@@ -1,0 +1,34 @@
+"""The live OpenAI-compatible gateway and the emulated backend."""
+
+from __future__ import annotations
+
+from flopex.gateway._app import create_app, error_response
+from flopex.gateway._backends import BackendState, Pool, label_for
+from flopex.gateway._config import (
+    BackendSpec,
+    GatewayConfig,
+    ModelRoute,
+    PolicyConfig,
+    load_gateway_config,
+    resolve_backends,
+)
+from flopex.gateway._emulator import EmulatorFaults, create_emulator
+from flopex.gateway._thread import BackgroundServer, free_port
+
+__all__ = [
+    "BackendSpec",
+    "BackendState",
+    "BackgroundServer",
+    "free_port",
+    "EmulatorFaults",
+    "GatewayConfig",
+    "ModelRoute",
+    "PolicyConfig",
+    "Pool",
+    "create_app",
+    "create_emulator",
+    "error_response",
+    "label_for",
+    "load_gateway_config",
+    "resolve_backends",
+]

@@ -1,0 +1,176 @@
+"""Backends at run time: in-flight counts, moving averages of TTFT and TPOT, passive outlier ejection with
+backoff and half-open probes, draining; immutable routing snapshots; and the label of one response."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flopex.gateway._config import BackendSpec, PolicyConfig
+from flopex.routing import (
+    Backend,
+    Policy,
+    RouteRequest,
+    cheapest,
+    fastest,
+    has_capacity,
+    healthy,
+    in_jurisdiction,
+    least_load,
+    not_draining,
+    pick_best,
+    pick_two,
+    prior,
+    serves,
+    within_slo,
+)
+
+__all__ = ["BackendState", "Pool", "label_for"]
+
+_ALPHA = 0.2  # weight of the newest observation in the moving averages
+
+
+class BackendState:
+    """Mutable state of one backend in this gateway process."""
+
+    __slots__ = ("spec", "in_flight", "ttft", "tpot", "failures", "ejected_until", "backoff", "draining",
+                 "probing", "served", "errors")  # fmt: skip
+
+    def __init__(self, spec: BackendSpec) -> None:
+        self.spec = spec
+        self.in_flight = 0
+        self.ttft = spec.ttft_s
+        self.tpot = spec.tpot_s
+        self.failures = 0
+        self.ejected_until = 0.0
+        self.backoff = 0.0
+        self.draining = False
+        self.probing = False  # a half-open probe is in flight
+        self.served = 0
+        self.errors = 0
+
+    def available(self, now: float) -> bool:
+        """Not ejected; once the backoff has passed, one probe request at a time (half-open)."""
+        if self.ejected_until <= 0:
+            return True
+        return now >= self.ejected_until and not self.probing
+
+    def usd_per_token(self) -> float:
+        s = self.spec
+        if s.hosted:
+            return (s.usd_per_mtok_output or 0.0) / 1e6
+        # cost per token at the utilisation this request brings: a busier backend spreads its $/h wider
+        utilisation = min(1.0, (self.in_flight + 1) / max(s.max_concurrency, 1))
+        return s.usd_per_hour / 3600 / (s.tokens_per_s * max(utilisation, 0.05))
+
+    def snapshot(self, now: float) -> Backend:
+        s = self.spec
+        return Backend(
+            id=s.id, group=s.model, workloads=frozenset({s.model}), healthy=self.available(now),
+            running=self.in_flight, capacity=float(s.max_concurrency), draining=self.draining,
+            max_in_flight=s.max_concurrency, usd_per_token=self.usd_per_token(), ttft_s=self.ttft,
+            tpot_s=self.tpot, jurisdictions=s.jurisdictions, weight=s.weight,
+        )  # fmt: skip
+
+    def observe(self, ttft: float | None, tpot: float | None) -> None:
+        if ttft is not None:
+            self.ttft += _ALPHA * (ttft - self.ttft)
+        if tpot is not None and tpot > 0:
+            self.tpot += _ALPHA * (tpot - self.tpot)
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.ejected_until = 0.0
+        self.backoff = 0.0
+        self.probing = False
+        self.served += 1
+
+    def failed(self, now: float, eject_after: int, backoff_s: float, max_backoff_s: float) -> bool:
+        """Count a failure; eject (with doubling backoff) after `eject_after` in a row. True when ejected now."""
+        self.errors += 1
+        self.failures += 1
+        was_probe = self.probing
+        self.probing = False
+        if self.failures >= eject_after or was_probe:
+            self.backoff = min(max_backoff_s, self.backoff * 2 if self.backoff else backoff_s)
+            self.ejected_until = now + self.backoff
+            return True
+        return False
+
+
+def build_policy(cfg: PolicyConfig) -> Policy:
+    scorers = tuple(
+        (scorer, weight)
+        for scorer, weight in ((cheapest, cfg.cost), (fastest, cfg.latency), (least_load, cfg.load), (prior, cfg.prior))
+        if weight > 0
+    )
+    return Policy(
+        filters=(serves, healthy, not_draining, has_capacity, in_jurisdiction),
+        scorers=scorers or ((least_load, 1.0),),
+        picker=pick_two if cfg.picker == "p2c" else pick_best,
+        prefix_weight=cfg.prefix,
+    )
+
+
+@dataclass
+class Pool:
+    """The backends of one model and how to choose among them."""
+
+    model: str
+    states: list[BackendState]
+    config: PolicyConfig
+    policy: Policy
+
+    @staticmethod
+    def of(model: str, specs: Sequence[BackendSpec], cfg: PolicyConfig) -> Pool:
+        return Pool(model, [BackendState(s) for s in specs], cfg, build_policy(cfg))
+
+    def choose(self, request: RouteRequest, exclude: set[str], rng: random.Random) -> BackendState | None:
+        now = time.monotonic()
+        snapshot = [s.snapshot(now) for s in self.states if s.spec.id not in exclude]
+        slo = RouteRequest(
+            request.workload, request.bucket, request.input_tokens, request.prefix_key, request.jurisdiction,
+            self.config.slo.ttft_s, self.config.slo.tpot_s,
+        )  # fmt: skip
+        within = [b for b in snapshot if within_slo(b, slo)]
+        # prefer backends expected to meet the SLO; when none is, the rest (degraded rather than refused)
+        chosen = self.policy.route(within, request, rng) if within else None
+        chosen = chosen or self.policy.route(snapshot, request, rng)
+        if chosen is None:
+            return None
+        state = next(s for s in self.states if s.spec.id == chosen.id)
+        if state.ejected_until > 0:
+            state.probing = True
+        return state
+
+
+def label_for(spec: BackendSpec, prompt_tokens: int, completion_tokens: int, counted: str) -> dict[str, Any]:
+    """Cost (USD), energy (Wh) and carbon (gCO2e) of one response on `spec`, with how each was derived."""
+    if spec.hosted:
+        cost = (
+            prompt_tokens * (spec.usd_per_mtok_input or 0.0) + completion_tokens * (spec.usd_per_mtok_output or 0.0)
+        ) / 1e6
+        energy = co2e = None
+    else:
+        seconds = completion_tokens / spec.tokens_per_s  # the share of the backend's time the answer takes
+        cost = spec.usd_per_hour / 3600 * seconds
+        energy = spec.power_w * seconds / 3600
+        co2e = None if spec.grid_gco2e_per_kwh is None else energy / 1000 * spec.grid_gco2e_per_kwh
+    return {
+        "label_schema_version": 1,
+        "backend": spec.id,
+        "hardware": spec.hardware,
+        "region": spec.region,
+        "cost_usd": cost,
+        "energy_wh": energy,
+        "co2e_g": co2e,
+        "pue": None if spec.hosted else spec.pue,
+        "grid_gco2e_per_kwh": spec.grid_gco2e_per_kwh,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "tokens_counted_by": counted,
+        "basis": spec.basis,
+    }

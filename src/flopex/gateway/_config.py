@@ -1,0 +1,262 @@
+"""Gateway configuration: per model, its backends (self-hosted on a catalog offer, or hosted), the routing
+policy, limits, timeouts, retries and health checks. A plan JSON from `flopex plan --json` loads too."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
+
+from flopex.catalog import Catalog, Precision
+from flopex.economics import EnergyTable, power_w
+from flopex.errors import GatewayError, did_you_mean, first_validation_error
+from flopex.models import resolve_model
+from flopex.perf import Efficiency, LLMQuery, Scenario, predict_llm
+
+__all__ = ["BackendSpec", "GatewayConfig", "ModelRoute", "PolicyConfig", "load_gateway_config", "resolve_backends"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SloConfig(_Strict):
+    ttft_s: PositiveFloat | None = None
+    tpot_s: PositiveFloat | None = None
+
+
+class PolicyConfig(_Strict):
+    """Scorer weights and the picker. Filters always apply: model, health, draining, capacity, jurisdiction,
+    and the SLO (falling back to every healthy backend when none is expected to meet it)."""
+
+    picker: Literal["best", "p2c"] = "best"
+    cost: NonNegativeFloat = 1.0
+    latency: NonNegativeFloat = 0.5
+    load: NonNegativeFloat = 1.0
+    prior: NonNegativeFloat = 0.0
+    prefix: NonNegativeFloat = 0.0
+    prefix_chars: PositiveInt = 256
+    slo: SloConfig = SloConfig()
+
+
+class BackendConfig(_Strict):
+    id: str = Field(min_length=1)
+    base_url: str = Field(min_length=1, description="OpenAI-compatible base URL ending in /v1")
+    api_key_env: str | None = None
+    upstream_model: str | None = None
+    max_concurrency: PositiveInt = 256
+    weight: NonNegativeFloat = 1.0
+    offer: str | None = Field(None, description="catalog offer id: price, hardware, region and grid come from it")
+    precision: Precision = "fp8"
+    usd_per_hour: NonNegativeFloat | None = None
+    tokens_per_s: PositiveFloat | None = Field(None, description="output tokens/s at its SLO operating point")
+    power_w: NonNegativeFloat | None = None
+    grid_gco2e_per_kwh: NonNegativeFloat | None = None
+    pue: float | None = Field(None, ge=1.0)
+    usd_per_mtok_input: NonNegativeFloat | None = None
+    usd_per_mtok_output: NonNegativeFloat | None = None
+    jurisdictions: tuple[str, ...] = ()
+
+
+class ModelRoute(_Strict):
+    policy: PolicyConfig = PolicyConfig()
+    backends: list[BackendConfig] = Field(default_factory=list)
+
+
+class Timeouts(_Strict):
+    connect_s: PositiveFloat = 2.0
+    first_byte_s: PositiveFloat = 60.0
+    between_chunks_s: PositiveFloat = 30.0
+    total_s: PositiveFloat = 600.0
+    keepalive_after_s: PositiveFloat = 2.0
+
+
+class Limits(_Strict):
+    max_in_flight: PositiveInt = 4096
+    max_body_bytes: PositiveInt = 8_000_000
+
+
+class Health(_Strict):
+    interval_s: PositiveFloat = 5.0
+    eject_after_failures: PositiveInt = 3
+    backoff_s: PositiveFloat = 1.0
+    max_backoff_s: PositiveFloat = 30.0
+
+
+class GatewayConfig(_Strict):
+    models: dict[str, ModelRoute] = Field(default_factory=dict)
+    plan: str | None = Field(None, description="a plan JSON from `flopex plan --json`; its fleet becomes backends")
+    endpoints: dict[str, str] = Field(default_factory=dict, description="plan offer id -> base URL")
+    limits: Limits = Limits()
+    timeouts: Timeouts = Timeouts()
+    max_retries: int = Field(2, ge=0, le=10)
+    health: Health = Health()
+    admin_token_env: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A backend with everything routing and labels need, resolved once at start."""
+
+    id: str
+    model: str
+    upstream_model: str
+    base_url: str
+    api_key: str | None
+    max_concurrency: int
+    weight: float
+    usd_per_hour: float  # 0 for a hosted API
+    tokens_per_s: float  # output tokens/s at its operating point (self-hosted)
+    power_w: float  # facility watts at that operating point
+    grid_gco2e_per_kwh: float | None
+    pue: float
+    usd_per_mtok_input: float | None  # hosted APIs
+    usd_per_mtok_output: float | None
+    jurisdictions: frozenset[str]
+    hardware: str
+    region: str | None
+    basis: str  # how cost, energy and carbon are derived
+    ttft_s: float = 0.2  # predicted at its operating point (a prior for the moving averages)
+    tpot_s: float = 0.03
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def hosted(self) -> bool:
+        return self.usd_per_mtok_output is not None
+
+
+def load_gateway_config(path: Path) -> GatewayConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GatewayError(f"{path}: no such file. To fix: give a gateway YAML (see examples/gateway.yaml).") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise GatewayError(f"{path}: not valid YAML ({exc}).") from None
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        hint = did_you_mean(str(error["loc"][-1]), _FIELDS) if error["type"] == "extra_forbidden" else ""
+        raise GatewayError(f"{path}: {first_validation_error(exc)}.{hint} To fix: see docs/gateway.md.") from None
+    if config.plan is not None:
+        config = _with_plan(path.parent / config.plan, config)
+    if not config.models:
+        raise GatewayError(f"{path}: no models. To fix: list `models:` with their backends, or give a `plan:`.")
+    return config
+
+
+_FIELDS = set(GatewayConfig.model_fields) | set(BackendConfig.model_fields) | set(PolicyConfig.model_fields)
+
+
+def _with_plan(path: Path, config: GatewayConfig) -> GatewayConfig:
+    """Backends from a plan's fleet: one per deployment, its URL from `endpoints` (by offer id)."""
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise GatewayError(f"{path}: not a plan JSON from `flopex plan --json` ({exc}).") from None
+    models: dict[str, ModelRoute] = dict(config.models)
+    for line in plan.get("fleet", []):
+        if line.get("config", "").startswith("hosted API"):
+            continue
+        offer = line["offer"]
+        if offer not in config.endpoints:
+            raise GatewayError(
+                f"{path}: deployment {line['candidate']} runs on {offer}, which has no entry in `endpoints:`. "
+                f"To fix: add `endpoints: {{{offer}: http://host:port/v1}}`."
+            )
+        model = line.get("model") or line["workload"]
+        route = models.get(model, ModelRoute())
+        backend = BackendConfig(
+            id=line["candidate"], base_url=config.endpoints[offer], offer=offer,
+            precision=line.get("precision", "fp8"), weight=float(line.get("groups", 1)),
+        )  # fmt: skip
+        models[model] = route.model_copy(update={"backends": [*route.backends, backend]})
+    return config.model_copy(update={"models": models})
+
+
+def resolve_backends(
+    config: GatewayConfig, catalog: Catalog, eff: Efficiency, energy: EnergyTable, env: Mapping[str, str] | None = None
+) -> dict[str, list[BackendSpec]]:
+    """Every backend with its cost, energy and jurisdiction figures, from the catalog and the performance
+    model where it names an offer, else from its explicit fields."""
+    env = os.environ if env is None else env
+    out: dict[str, list[BackendSpec]] = {}
+    for model, route in config.models.items():
+        specs = []
+        seen: set[str] = set()
+        for b in route.backends:
+            if b.id in seen:
+                raise GatewayError(f"model {model}: two backends are called {b.id!r}; ids must be unique.")
+            seen.add(b.id)
+            key = None
+            if b.api_key_env:
+                key = env.get(b.api_key_env)
+                if key is None:
+                    raise GatewayError(f"backend {b.id}: environment variable {b.api_key_env} is not set.")
+            specs.append(_spec(model, b, key, catalog, eff, energy))
+        out[model] = specs
+    return out
+
+
+def _spec(
+    model: str, b: BackendConfig, key: str | None, catalog: Catalog, eff: Efficiency, energy: EnergyTable
+) -> BackendSpec:
+    common: dict[str, Any] = {
+        "id": b.id, "model": model, "upstream_model": b.upstream_model or model, "base_url": b.base_url.rstrip("/"),
+        "api_key": key, "max_concurrency": b.max_concurrency, "weight": b.weight,
+    }  # fmt: skip
+    if b.usd_per_mtok_output is not None:
+        return BackendSpec(
+            **common, usd_per_hour=0.0, tokens_per_s=1.0, power_w=0.0, grid_gco2e_per_kwh=None, pue=1.0,
+            usd_per_mtok_input=b.usd_per_mtok_input or 0.0, usd_per_mtok_output=b.usd_per_mtok_output,
+            jurisdictions=frozenset(j.upper() for j in b.jurisdictions), hardware="hosted API", region=None,
+            basis="list price per token; the provider publishes no energy",
+        )  # fmt: skip
+    if b.offer is None:
+        missing = [f for f in ("usd_per_hour", "tokens_per_s") if getattr(b, f) is None]
+        if missing:
+            raise GatewayError(
+                f"backend {b.id}: give `offer:` (a catalog offer id) or {', '.join(missing)} (and usd_per_mtok_* for "
+                "a hosted API)."
+            )
+        return BackendSpec(
+            **common, usd_per_hour=b.usd_per_hour or 0.0, tokens_per_s=b.tokens_per_s or 1.0, power_w=b.power_w or 0.0,
+            grid_gco2e_per_kwh=b.grid_gco2e_per_kwh, pue=b.pue or 1.0, usd_per_mtok_input=None,
+            usd_per_mtok_output=None, jurisdictions=frozenset(j.upper() for j in b.jurisdictions),
+            hardware="as configured", region=None, basis="configured $/h over configured tokens/s",
+        )  # fmt: skip
+    offer = catalog.offer(b.offer)
+    if offer is None:
+        near = did_you_mean(b.offer, [o.id for o in catalog.offers])
+        raise GatewayError(f"backend {b.id}: offer {b.offer!r} is not in the catalog.{near}")
+    acc = catalog.accelerators[offer.accelerator]
+    region = catalog.regions.resolve(offer.provider, offer.region)
+    query = LLMQuery(
+        resolve_model(model), acc, offer.accelerator_count, b.precision, 1000, 200, Scenario("server", 0, 2.0, 0.2)
+    )
+    p = predict_llm(query, eff)
+    activity = max(p.compute_utilization, p.memory_utilization)
+    chip, host = power_w(acc, activity, energy) if acc.tdp_w is not None else (0.0, 0.0)
+    grid = b.grid_gco2e_per_kwh if b.grid_gco2e_per_kwh is not None else catalog.regions.grid(region).gco2e_per_kwh
+    return BackendSpec(
+        **common,
+        usd_per_hour=b.usd_per_hour if b.usd_per_hour is not None else offer.price_usd_per_hour,
+        tokens_per_s=b.tokens_per_s or p.output_tokens_per_s,
+        power_w=b.power_w if b.power_w is not None else (chip + host) * offer.accelerator_count * region.pue,
+        grid_gco2e_per_kwh=grid,
+        pue=region.pue, usd_per_mtok_input=None, usd_per_mtok_output=None,
+        jurisdictions=frozenset(j.upper() for j in (b.jurisdictions or catalog.regions.jurisdictions(region))),
+        hardware=f"{offer.accelerator_count} x {acc.id} ({offer.instance_type})",
+        region=f"{offer.provider}/{offer.region}",
+        basis=f"{offer.market} ${offer.price_usd_per_hour:g}/h over {p.output_tokens_per_s:,.0f} output tokens/s "
+        "(flopex performance model at the server SLOs)",
+        ttft_s=p.point.ttft_s, tpot_s=p.point.tpot_s,
+    )  # fmt: skip

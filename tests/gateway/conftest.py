@@ -1,0 +1,72 @@
+"""Real HTTP servers in background threads: emulated backends and the gateway, on free local ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from flopex.catalog import load_accelerators
+from flopex.gateway import BackendSpec, BackgroundServer, EmulatorFaults, GatewayConfig, create_app, create_emulator
+from flopex.models import resolve_model
+from flopex.perf import LLMQuery, Replica, Scenario, load_efficiency, predict_llm, replica_for
+
+MODEL = "llama-3.1-8b"
+
+
+Server = BackgroundServer
+
+
+def replica(accelerator: str) -> Replica:
+    eff = load_efficiency()
+    acc = load_accelerators().resolve(accelerator)
+    q = LLMQuery(resolve_model(MODEL), acc, 1, "fp8", 1000, 200, Scenario("server", 0, 2.0, 0.2))
+    return replica_for(predict_llm(q, eff), eff)
+
+
+@contextmanager
+def emulator(accelerator: str, faults: EmulatorFaults | None = None, time_scale: float = 0.01,
+             max_queue: int = 256) -> Iterator[Server]:  # fmt: skip
+    app = create_emulator(MODEL, replica(accelerator), time_scale=time_scale, faults=faults or EmulatorFaults(),
+                          max_queue=max_queue)  # fmt: skip
+    server = Server(app).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def spec(backend_id: str, url: str, *, usd_per_hour: float = 2.0, tokens_per_s: float = 2000.0, ttft: float = 0.05,
+         tpot: float = 0.01, hosted: bool = False, jurisdictions: tuple[str, ...] = ("EU",),
+         max_concurrency: int = 64) -> BackendSpec:  # fmt: skip
+    return BackendSpec(
+        id=backend_id, model=MODEL, upstream_model=MODEL, base_url=f"{url}/v1", api_key=None,
+        max_concurrency=max_concurrency, weight=1.0, usd_per_hour=0.0 if hosted else usd_per_hour,
+        tokens_per_s=tokens_per_s, power_w=700.0, grid_gco2e_per_kwh=300.0, pue=1.2,
+        usd_per_mtok_input=0.1 if hosted else None, usd_per_mtok_output=0.3 if hosted else None,
+        jurisdictions=frozenset(jurisdictions), hardware="test", region="test/eu", basis="test",
+        ttft_s=ttft, tpot_s=tpot,
+    )  # fmt: skip
+
+
+@contextmanager
+def gateway(specs: list[BackendSpec], **config: Any) -> Iterator[Server]:
+    policy = config.pop("policy", {})
+    cfg = GatewayConfig.model_validate({"models": {MODEL: {"policy": policy}}, **config})
+    server = Server(create_app(cfg, {MODEL: specs}, seed=1)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def client_for() -> Any:
+    import openai
+
+    def make(server: Server) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{server.url}/v1", api_key="test", max_retries=0, timeout=30)
+
+    return make
