@@ -96,13 +96,15 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         s = self.solution
         cands = self._cands()
+        models = {w.name: w.model for w in self.workloads}
         fleet = []
         for cid, n in sorted(s.groups.items(), key=lambda kv: -kv[1] * cands[kv[0]].usd_per_hour):
             c = cands[cid]
             load = s.load.get(cid, 0.0)
             kw = n * c.idle_kw + (c.busy_kw - c.idle_kw) * load if c.power_known else None
             fleet.append({
-                "candidate": cid, "workload": c.workload, "offer": c.offer, "config": c.label, "groups": n,
+                "candidate": cid, "workload": c.workload, "model": models[c.workload], "offer": c.offer,
+                "precision": cid.split("|")[2], "config": c.label, "groups": n,
                 "instances": n * c.instances, "spot": c.spot, "usd_per_hour": n * c.usd_per_hour,
                 "utilisation": load / n, "slo_headroom": max(0.0, 1 - load / n),
                 "power_kw": kw, "carbon_kg_per_hour": None if kw is None else kw * c.grid_g_per_kwh / 1000,
