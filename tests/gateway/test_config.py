@@ -46,14 +46,16 @@ def test_a_plan_json_loads_as_the_backend_set(tmp_path: Path) -> None:
         load_gateway_config(tmp_path / "gw.yaml")
 
 
+BACKEND = "models: {{m: {{backends: [{{id: a, base_url: 'http://x/v1', {}}}]}}}}\n"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("modles: {}\n", "Did you mean 'models'"),
         ("models: {m: {backends: [{id: a, base_url: 'http://x/v1'}]}}\n", "give `offer:`"),
-        ("models: {m: {backends: [{id: a, base_url: 'http://x/v1', offer: aws/nowhere/x/on_demand}]}}\n", "not in the catalog"),
-        ("models: {m: {backends: [{id: a, base_url: 'http://x/v1', usd_per_hour: 1, tokens_per_s: 10, api_key_env: NOPE_KEY}]}}\n",
-         "NOPE_KEY is not set"),
+        (BACKEND.format("offer: aws/nowhere/x/on_demand"), "not in the catalog"),
+        (BACKEND.format("usd_per_hour: 1, tokens_per_s: 10, api_key_env: NOPE_KEY"), "NOPE_KEY is not set"),
         ("models: {}\n", "no models"),
     ],
 )  # fmt: skip
