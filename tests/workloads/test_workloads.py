@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flopex.errors import WorkloadError
 from flopex.workloads import ChatWorkload, TokenSlo, load_workload, read_trace, workload_schema
 
-# every example is a workload, except the plans, which list workloads
-EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")
-                  if "\nworkloads:" not in p.read_text())  # fmt: skip
+# the examples that are workloads (the others are plans, which list workloads, and gateway configurations)
+EXAMPLES = sorted(
+    p
+    for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")
+    if "kind" in yaml.safe_load(p.read_text())
+)
 
 
 def test_examples_cover_every_kind() -> None:
