@@ -17,6 +17,9 @@ def catalog() -> Catalog:
 
 @pytest.fixture(autouse=True)
 def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never read or write the real user's overlay folder."""
+    """Never read or write the real user's overlay folder or ledger."""
     monkeypatch.setenv("FLOPEX_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("FLOPEX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("FLOPEX_DATABASE_URL", raising=False)
+    monkeypatch.delenv("FLOPEX_REDIS_URL", raising=False)
     monkeypatch.delenv("FLOPEX_CATALOG", raising=False)

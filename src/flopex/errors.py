@@ -34,6 +34,7 @@ __all__ = [
     "FlopexError",
     "GatewayError",
     "ImportFormatError",
+    "LedgerError",
     "ModelConfigError",
     "ModelError",
     "PerfError",
@@ -121,6 +122,10 @@ class SimError(FlopexError):
 
 class GatewayError(FlopexError):
     """A gateway or emulator configuration is wrong."""
+
+
+class LedgerError(FlopexError):
+    """Tenants, keys, budgets or usage records cannot be read or written as asked."""
 
 
 class EconomicsError(FlopexError):

@@ -9,6 +9,7 @@ from flopex.cli._calibrate import calibrate_app
 from flopex.cli._catalog import catalog_app
 from flopex.cli._economics import label, pricesheet, quote_command
 from flopex.cli._hardware import hardware_app
+from flopex.cli._ledger import budgets_app, keys_app, statement_command, usage_command
 from flopex.cli._models import models_app
 from flopex.cli._plan import plan_command
 from flopex.cli._predict import predict_app
@@ -38,6 +39,10 @@ app.command("plan")(plan_command)
 app.command("simulate")(simulate_command)
 app.command("serve")(serve_command)
 app.command("emulate")(emulate_command)
+app.add_typer(keys_app, name="keys")
+app.add_typer(budgets_app, name="budgets")
+app.command("usage")(usage_command)
+app.command("statement")(statement_command)
 
 
 def _version(value: bool) -> None:

@@ -62,6 +62,11 @@ def _config_dir() -> Path:
     return Path(os.environ.get("FLOPEX_CONFIG_DIR") or platformdirs.user_config_dir("flopex"))
 
 
+def data_dir() -> Path:
+    """Where flopex keeps its own data (the ledger): $FLOPEX_DATA_DIR, else the XDG data folder."""
+    return Path(os.environ.get("FLOPEX_DATA_DIR") or platformdirs.user_data_dir("flopex"))
+
+
 def user_catalog_dir() -> Path:
     """The overlay folder: $FLOPEX_CONFIG_DIR/catalog, else the XDG config folder's flopex/catalog."""
     return _config_dir() / "catalog"

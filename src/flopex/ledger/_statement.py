@@ -1,0 +1,137 @@
+"""A tenant's monthly cost and carbon statement, from the usage records, in Markdown or HTML."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+from flopex.errors import LedgerError, did_you_mean
+from flopex.ledger._store import LedgerStore, period_bounds
+
+__all__ = ["Statement", "build_statement"]
+
+
+@dataclass(frozen=True)
+class Statement:
+    tenant: str
+    month: str  # YYYY-MM
+    totals: dict[str, Any]
+    by_model: list[dict[str, Any]]
+    by_backend: list[dict[str, Any]]
+    by_day: list[dict[str, Any]]
+    budgets: list[dict[str, Any]]
+
+    def markdown(self) -> str:
+        t = self.totals
+        lines = [
+            f"# flopex statement: {self.tenant}, {self.month}",
+            "",
+            f"- Requests: {t['requests']:,} ({t['errors']:,} failed)",
+            f"- Tokens: {t['prompt_tokens']:,} in, {t['completion_tokens']:,} out",
+            f"- Cost: ${t['cost_usd']:,.4f}",
+            f"- Energy: {t['energy_wh'] / 1000:,.4f} kWh",
+            f"- Carbon: {t['co2e_g'] / 1000:,.4f} kgCO2e",
+            "",
+            "Energy and carbon cover self-hosted backends; hosted APIs publish neither and count as zero.",
+        ]
+        for title, group, rows in self._sections():
+            lines += ["", f"## {title}", "", _md_row([group, *_HEADERS]), _md_row(["---"] * (len(_HEADERS) + 1))]
+            lines += [_md_row([r[group], *_cells(r)]) for r in rows]
+        if self.budgets:
+            lines += ["", "## Budgets", "", _md_row(_BUDGET_HEADERS), _md_row(["---"] * len(_BUDGET_HEADERS))]
+            lines += [_md_row(_budget_cells(b)) for b in self.budgets]
+        return "\n".join(lines) + "\n"
+
+    def html(self) -> str:
+        t = self.totals
+        esc = html.escape
+        parts = [
+            "<!doctype html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>flopex statement: {esc(self.tenant)}, {self.month}</title>",
+            "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;color:#222}"
+            "table{border-collapse:collapse;margin:1rem 0}td,th{padding:.3rem .7rem;border-bottom:1px solid #ddd}"
+            "td.n{text-align:right;font-variant-numeric:tabular-nums}</style></head><body>",
+            f"<h1>flopex statement: {esc(self.tenant)}, {self.month}</h1>",
+            "<ul>",
+            f"<li>Requests: {t['requests']:,} ({t['errors']:,} failed)</li>",
+            f"<li>Tokens: {t['prompt_tokens']:,} in, {t['completion_tokens']:,} out</li>",
+            f"<li>Cost: ${t['cost_usd']:,.4f}</li>",
+            f"<li>Energy: {t['energy_wh'] / 1000:,.4f} kWh</li>",
+            f"<li>Carbon: {t['co2e_g'] / 1000:,.4f} kgCO2e</li>",
+            "</ul>",
+            "<p>Energy and carbon cover self-hosted backends; hosted APIs publish neither and count as zero.</p>",
+        ]
+        for title, group, rows in self._sections():
+            parts.append(f"<h2>{title}</h2>")
+            parts.append(_html_table([group, *_HEADERS], [[str(r[group]), *_cells(r)] for r in rows]))
+        if self.budgets:
+            parts.append("<h2>Budgets</h2>")
+            parts.append(_html_table(_BUDGET_HEADERS, [_budget_cells(b) for b in self.budgets]))
+        parts.append("</body></html>")
+        return "\n".join(parts) + "\n"
+
+    def _sections(self) -> list[tuple[str, str, list[dict[str, Any]]]]:
+        return [("By model", "model", self.by_model), ("By backend", "backend", self.by_backend),
+                ("By day", "day", self.by_day)]  # fmt: skip
+
+
+_HEADERS = ["requests", "tokens in", "tokens out", "cost (USD)", "energy (kWh)", "carbon (kgCO2e)"]
+_BUDGET_HEADERS = ["scope", "id", "period", "limit (USD)", "kind", "spent this period (USD)"]
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    return [
+        f"{r['requests']:,}",
+        f"{r['prompt_tokens']:,}",
+        f"{r['completion_tokens']:,}",
+        f"{r['cost_usd']:,.4f}",
+        f"{r['energy_wh'] / 1000:,.4f}",
+        f"{r['co2e_g'] / 1000:,.4f}",
+    ]
+
+
+def _budget_cells(b: dict[str, Any]) -> list[str]:
+    kind = "hard" if b["hard"] else "soft"
+    return [b["scope"], b["scope_id"], b["period"], f"{b['limit_usd']:,.2f}", kind, f"{b['spent_usd']:,.4f}"]
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def _html_table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=n' if i else ''}>{html.escape(c)}</td>" for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def build_statement(store: LedgerStore, tenant: str, month: str) -> Statement:
+    """The statement of `tenant` for `month` (YYYY-MM, UTC)."""
+    known = store.tenants()
+    if tenant not in known:
+        raise LedgerError(f"no tenant {tenant!r} in the ledger.{did_you_mean(tenant, known)}")
+    try:
+        if len(month) != 7:
+            raise ValueError(month)
+        start, end = period_bounds(month)
+    except ValueError:
+        raise LedgerError(f"month {month!r}: write it as YYYY-MM, e.g. 2026-11.") from None
+    by_model = store.usage(tenant, start, "model", end)
+    totals: dict[str, Any] = {
+        f: sum(r[f] for r in by_model)
+        for f in ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "energy_wh", "co2e_g")
+    }
+    return Statement(
+        tenant,
+        month,
+        totals,
+        by_model,
+        store.usage(tenant, start, "backend", end),
+        store.usage(tenant, start, "day", end),
+        store.list_budgets(tenant),
+    )
