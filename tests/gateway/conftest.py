@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -70,3 +75,26 @@ def client_for() -> Any:
         return openai.OpenAI(base_url=f"{server.url}/v1", api_key="test", max_retries=0, timeout=30)
 
     return make
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    text: str
+    headers: dict[str, str]
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def http(method: str, url: str, body: Any = None, token: str | None = None, **params: str) -> Reply:
+    """One plain HTTP request (a dict body goes as JSON, bytes as they are); errors come back as replies."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})}
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    req = urllib.request.Request(url + query, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return Reply(r.status, r.read().decode(), dict(r.headers))
+    except urllib.error.HTTPError as e:
+        return Reply(e.code, e.read().decode(), dict(e.headers))

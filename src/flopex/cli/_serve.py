@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -9,10 +10,20 @@ import typer
 import uvicorn
 
 from flopex.catalog import PRECISIONS
-from flopex.cli._common import CalibrationOption, CatalogOption, catalog_for, choose, efficiency_for, err_console, fail
+from flopex.cli._common import (
+    CalibrationOption,
+    CatalogOption,
+    catalog_for,
+    choose,
+    data_dir,
+    efficiency_for,
+    err_console,
+    fail,
+)
 from flopex.economics import load_energy_table
 from flopex.errors import FlopexError
-from flopex.gateway import EmulatorFaults, create_app, create_emulator, load_gateway_config, resolve_backends
+from flopex.gateway import EmulatorFaults, Tenancy, create_app, create_emulator, load_gateway_config, resolve_backends
+from flopex.ledger import build_ledger, default_url
 from flopex.models import resolve_model
 from flopex.perf import LLMQuery, Scenario, predict_llm, replica_for
 
@@ -28,6 +39,7 @@ def serve_command(
     calibration: CalibrationOption = None,
 ) -> None:
     """The OpenAI-compatible gateway: routes, fails over and labels every answer with cost, energy and carbon."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_gateway_config(config)
         backends = resolve_backends(
@@ -38,7 +50,22 @@ def serve_command(
     import os
 
     token = os.environ.get(cfg.admin_token_env) if cfg.admin_token_env else None
-    app = create_app(cfg, backends, admin_token=token)
+    tenancy = None
+    if cfg.tenants is not None and cfg.tenants.enabled:
+        t = cfg.tenants
+        url = t.database_url or os.environ.get("FLOPEX_DATABASE_URL") or default_url(data_dir())
+        journal = Path(t.journal_dir) if t.journal_dir else data_dir() / "journal"
+        try:
+            parts = build_ledger(url, journal, t.redis_url or os.environ.get("FLOPEX_REDIS_URL"), t.write_interval_s)
+        except FlopexError as exc:
+            fail(str(exc))
+        tenancy = Tenancy(parts, t.default_max_tokens)
+        shared = "Redis" if parts.redis is not None else ("the database" if parts.store.dialect != "sqlite" else None)
+        err_console().print(
+            f"tenants on: ledger at {parts.store.safe_url}, journal in {journal}; budgets and rate limits "
+            + (f"shared through {shared}" if shared else "kept in this process")
+        )
+    app = create_app(cfg, backends, admin_token=token, tenancy=tenancy)
     count = sum(len(b) for b in backends.values())
     err_console().print(f"flopex gateway on http://{host}:{port}/v1: {len(backends)} model(s), {count} backend(s)")
     if workers > 1:

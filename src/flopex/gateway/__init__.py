@@ -13,6 +13,7 @@ from flopex.gateway._config import (
     resolve_backends,
 )
 from flopex.gateway._emulator import EmulatorFaults, create_emulator
+from flopex.gateway._tenancy import Tenancy
 from flopex.gateway._thread import BackgroundServer, free_port
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "GatewayConfig",
     "ModelRoute",
     "PolicyConfig",
+    "Tenancy",
     "Pool",
     "create_app",
     "create_emulator",

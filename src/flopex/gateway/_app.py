@@ -4,6 +4,7 @@ retries before the first byte, streams with a label in the final usage chunk, an
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import random
 import time
@@ -20,9 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from flopex.errors import did_you_mean
+from flopex.errors import FlopexError, did_you_mean
 from flopex.gateway._backends import BackendState, Pool, label_for
 from flopex.gateway._config import BackendSpec, GatewayConfig
+from flopex.gateway._tenancy import Admission, Tenancy
+from flopex.ledger import GROUP_BY
 from flopex.routing import RouteRequest
 
 __all__ = ["create_app", "error_response"]
@@ -73,9 +76,14 @@ class _Metrics:
 
 class Gateway:
     def __init__(
-        self, config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpec]], seed: int | None = None
+        self,
+        config: GatewayConfig,
+        backends: Mapping[str, Sequence[BackendSpec]],
+        seed: int | None = None,
+        tenancy: Tenancy | None = None,
     ) -> None:
         self.config = config
+        self.tenancy = tenancy
         self.pools = {m: Pool.of(m, specs, config.models[m].policy) for m, specs in backends.items()}
         self.in_flight = 0
         self.rng = random.Random(seed)
@@ -95,10 +103,14 @@ class Gateway:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, json_serialize=json.dumps)
         self.health_task = asyncio.create_task(self._health_loop())
+        if self.tenancy is not None:
+            await self.tenancy.start()
 
     async def stop(self) -> None:
         if self.health_task is not None:
             self.health_task.cancel()
+        if self.tenancy is not None:
+            await self.tenancy.stop()
         if self.session is not None:
             await self.session.close()
 
@@ -132,7 +144,9 @@ class Gateway:
 
     # --- requests -------------------------------------------------------------------------------------------
     async def proxy(self, request: Request, path: str) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        caller_rid = request.headers.get("x-request-id")
+        own_rid = None if caller_rid else uuid.uuid4().hex  # the ledger keys on ids the gateway made, not callers'
+        rid = caller_rid or own_rid or ""
         limits = self.config.limits
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
@@ -153,13 +167,32 @@ class Gateway:
             return error_response(404, f"The model `{model}` does not exist.{hint}", "model_not_found", rid)
         if self.in_flight >= limits.max_in_flight:
             return error_response(503, "the gateway is at its in-flight limit; retry shortly", "overloaded", rid, 1)
+        adm: Admission | None = None
+        if self.tenancy is not None:
+            admitted = await self.tenancy.admit(
+                request, model, payload, pool.states, own_rid or uuid.uuid4().hex, len(body), self.in_flight,
+                int(limits.max_in_flight * limits.batch_share),
+            )  # fmt: skip
+            if isinstance(admitted, Response):
+                return admitted
+            adm = admitted
+        try:
+            return await self._route(request, path, payload, pool, body, rid, adm)
+        except BaseException:
+            await self._finish(adm, None, None, 500)  # releases the reservation; a no-op when already settled
+            raise
+
+    async def _route(
+        self, request: Request, path: str, payload: dict[str, Any], pool: Pool, body: bytes, rid: str,
+        adm: Admission | None,
+    ) -> Response:  # fmt: skip
+        model = pool.model
+        jurisdiction = request.headers.get("x-flopex-jurisdiction")
         stream = bool(payload.get("stream"))
         options = payload.get("stream_options") or {}
         want_usage = stream and bool(isinstance(options, dict) and options.get("include_usage"))
-        route = RouteRequest(
-            model, 0, len(body) // 4, self._prefix_key(pool, payload), request.headers.get("x-flopex-jurisdiction")
-        )
-        tried: set[str] = set()
+        route = RouteRequest(model, 0, len(body) // 4, self._prefix_key(pool, payload), jurisdiction)
+        tried: set[str] = set(adm.excluded) if adm is not None else set()
         last_error: Response | None = None
         start = time.perf_counter()
         for attempt in range(self.config.max_retries + 1):
@@ -172,17 +205,34 @@ class Gateway:
             upstream = dict(payload, model=state.spec.upstream_model)
             if stream:
                 upstream["stream_options"] = dict(options if isinstance(options, dict) else {}, include_usage=True)
-            result = await self._attempt(state, path, upstream, stream, want_usage, rid, start)
+            result = await self._attempt(state, path, upstream, stream, want_usage, rid, start, adm)
             if isinstance(result, _Retry):
                 last_error = result.response
                 continue
-            return result
-        if last_error is not None:
-            return last_error
-        busy = any(s.in_flight >= s.spec.max_concurrency for s in pool.states)
-        if busy:
-            return error_response(429, f"every backend of {model} is at its concurrency limit", "backends_busy", rid, 1)
-        return error_response(503, f"no healthy backend for {model}", "no_backend", rid, self.config.health.backoff_s)
+            return self._tag(result, adm)
+        if last_error is None:
+            busy = any(s.in_flight >= s.spec.max_concurrency for s in pool.states)
+            if busy:
+                message = f"every backend of {model} is at its concurrency limit"
+                last_error = error_response(429, message, "backends_busy", rid, 1)
+            else:
+                last_error = error_response(503, f"no healthy backend for {model}", "no_backend", rid,
+                                            self.config.health.backoff_s)  # fmt: skip
+        await self._finish(adm, None, None, last_error.status_code)
+        return self._tag(last_error, adm)
+
+    @staticmethod
+    def _tag(response: Response, adm: Admission | None) -> Response:
+        if adm is not None:
+            response.headers["x-flopex-request-id"] = adm.request_id
+            if adm.reservation.alerts:
+                response.headers["x-flopex-budget-alert"] = "; ".join(adm.reservation.alerts)
+        return response
+
+    async def _finish(self, adm: Admission | None, spec: BackendSpec | None, label: dict[str, Any] | None,
+                      status: int, ttft: float | None = None) -> None:  # fmt: skip
+        if adm is not None and self.tenancy is not None:
+            await self.tenancy.finish(adm, spec, label, status, ttft)
 
     def _prefix_key(self, pool: Pool, payload: dict[str, Any]) -> int:
         if not pool.config.prefix:
@@ -204,6 +254,7 @@ class Gateway:
         want_usage: bool,
         rid: str,
         start: float,
+        adm: Admission | None,
     ) -> Response | _Retry:
         """One upstream attempt: a response to return, or `_Retry` (with the error to return if none is left)."""
         assert self.session is not None
@@ -253,6 +304,7 @@ class Gateway:
             resp.release()
             release()
             state.succeeded()
+            await self._finish(adm, spec, None, resp.status)
             return Response(text, status_code=resp.status, media_type="application/json", headers={"x-request-id": rid})
         if not stream:
             try:
@@ -276,14 +328,15 @@ class Gateway:
                 if isinstance(data["usage"], dict):
                     data["usage"]["cost"] = label["cost_usd"]
                 data["flopex"] = label
-            state.observe(None, None)
             self._served(spec, label, elapsed)
+            await self._finish(adm, spec, label, 200)
             return JSONResponse(data, headers={"x-request-id": rid, **_label_headers(label)})
-        return await self._stream(state, resp, release, want_usage, rid, start)
+        return await self._stream(state, resp, release, want_usage, rid, start, adm)
 
     async def _stream(
-        self, state: BackendState, resp: aiohttp.ClientResponse, release: Any, want_usage: bool, rid: str, start: float
-    ) -> Response | _Retry:
+        self, state: BackendState, resp: aiohttp.ClientResponse, release: Any, want_usage: bool, rid: str, start: float,
+        adm: Admission | None,
+    ) -> Response | _Retry:  # fmt: skip
         spec, t = state.spec, self.config.timeouts
         first = asyncio.ensure_future(resp.content.readline())
         done, _ = await asyncio.wait({first}, timeout=t.keepalive_after_s)
@@ -316,7 +369,11 @@ class Gateway:
                         raise TimeoutError("no first byte")
                 line = pending.result()
                 while line:
-                    if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                    if line.startswith(b"data: [DONE]") and adm is not None:  # on the ledger before the client ends
+                        prompt, completion, counted = _tokens(usage, None, chunks)
+                        ttft = None if first_token is None else first_token - start
+                        await self._finish(adm, spec, label_for(spec, prompt, completion, counted), 200, ttft)
+                    elif line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
                         if first_token is None:
                             first_token = time.perf_counter()
                         chunks += 1
@@ -345,15 +402,19 @@ class Gateway:
             finally:
                 resp.release()
                 release()
+                prompt, completion, counted = _tokens(usage, None, chunks)
+                final = label_for(spec, prompt, completion, counted) if chunks else None
                 if ok:
                     state.succeeded()
                     if first_token is not None:
                         tpot = (time.perf_counter() - first_token) / max(chunks - 1, 1)
                         state.observe(first_token - start, tpot)
-                    prompt, completion, counted = _tokens(usage, None, chunks)
-                    self._served(spec, label_for(spec, prompt, completion, counted), time.perf_counter() - start)
+                    if final is not None:
+                        self._served(spec, final, time.perf_counter() - start)
                 else:
                     self._failed(state)
+                ttft = None if first_token is None else first_token - start
+                await self._finish(adm, spec, final, 200 if ok else 502, ttft)
 
         headers = {"x-request-id": rid, "x-flopex-backend": spec.id, "cache-control": "no-cache"}
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
@@ -400,9 +461,10 @@ def _label_headers(label: dict[str, Any]) -> dict[str, str]:
 
 
 def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpec]], *, admin_token: str | None = None,
-               seed: int | None = None) -> Starlette:  # fmt: skip
-    """The gateway as an ASGI app (uvicorn runs it; tests run it in a thread)."""
-    gw = Gateway(config, backends, seed)
+               seed: int | None = None, tenancy: Tenancy | None = None) -> Starlette:  # fmt: skip
+    """The gateway as an ASGI app (uvicorn runs it; tests run it in a thread). With `tenancy`, every request
+    needs an API key and is metered against budgets and rate limits into the ledger."""
+    gw = Gateway(config, backends, seed, tenancy)
 
     async def chat(request: Request) -> Response:
         return await gw.proxy(request, "chat/completions")
@@ -428,11 +490,18 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(gw.metrics.registry), media_type="text/plain; version=0.0.4")
 
-    def authorised(request: Request) -> bool:
-        return admin_token is None or request.headers.get("authorization") == f"Bearer {admin_token}"
+    async def authorised(request: Request) -> bool:
+        """The admin token, or an admin key; with tenancy on there is no open admin API."""
+        header = request.headers.get("authorization", "")
+        if admin_token is not None and hmac.compare_digest(header.encode(), f"Bearer {admin_token}".encode()):
+            return True
+        if tenancy is not None:
+            key = await tenancy.key_for(request)
+            return key is not None and key.admin
+        return admin_token is None
 
     async def backends_view(request: Request) -> Response:
-        if not authorised(request):
+        if not await authorised(request):
             return error_response(401, "admin endpoints need the admin token", "unauthorised")
         now = time.monotonic()
         data = [
@@ -444,13 +513,85 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         return JSONResponse({"backends": data})
 
     async def drain(request: Request) -> Response:
-        if not authorised(request):
+        if not await authorised(request):
             return error_response(401, "admin endpoints need the admin token", "unauthorised")
         state = gw.state(request.path_params["backend"])
         if state is None:
             return error_response(404, f"no backend {request.path_params['backend']!r}", "backend_not_found")
         state.draining = request.url.path.endswith("/drain")
         return JSONResponse({"id": state.spec.id, "draining": state.draining, "in_flight": state.in_flight})
+
+    async def usage(request: Request) -> Response:
+        if tenancy is None:
+            return error_response(404, "usage needs the ledger (run the gateway with tenants on)", "no_ledger")
+        key = await tenancy.key_for(request)
+        if key is None:
+            return error_response(401, "Incorrect or missing API key.", "invalid_api_key")
+        try:
+            since = float(request.query_params.get("since", "0"))
+            until = float(request.query_params.get("until", "inf"))
+        except ValueError:
+            return error_response(400, "`since` and `until` are Unix times in seconds", "invalid_time")
+        group_by = request.query_params.get("group_by", "model")
+        if group_by not in GROUP_BY:
+            hint = did_you_mean(group_by, GROUP_BY)
+            return error_response(400, f"`group_by` is {', '.join(GROUP_BY)}.{hint}", "invalid_group_by")
+        # the caller's own tenant, whatever the query asks for
+        rows = await asyncio.to_thread(tenancy.store.usage, key.tenant_id, since, group_by, until)
+        return JSONResponse({"object": "list", "tenant": key.tenant_id, "group_by": group_by, "data": rows})
+
+    async def admin_keys(request: Request) -> Response:
+        if tenancy is None or not await authorised(request):
+            return error_response(401, "admin endpoints need the admin token or an admin key", "unauthorised")
+        if request.method == "GET":
+            tenant = request.query_params.get("tenant")
+            return JSONResponse({"data": await asyncio.to_thread(tenancy.store.list_keys, tenant)})
+        try:
+            spec = json.loads(await request.body())
+            if not isinstance(spec, dict) or not isinstance(spec.get("tenant"), str):
+                raise ValueError
+        except ValueError:
+            return error_response(400, 'the body is {"tenant": "...", "models": [...], "jurisdictions": [...], '
+                                  '"tier": "interactive|batch", "rpm": n, "tpm": n, "name": "..."}',
+                                  "invalid_key_spec")  # fmt: skip
+        unknown = [m for m in spec.get("models") or () if m not in gw.pools]
+        if unknown:
+            hint = did_you_mean(str(unknown[0]), gw.pools)
+            return error_response(400, f"models: this gateway serves no `{unknown[0]}`.{hint}", "model_not_found")
+        try:
+            key_id, token = await asyncio.to_thread(
+                tenancy.store.create_key, spec["tenant"], models=spec.get("models") or (),
+                jurisdictions=spec.get("jurisdictions") or (), rpm=spec.get("rpm"), tpm=spec.get("tpm"),
+                tier=spec.get("tier", "interactive"), admin=bool(spec.get("admin", False)), name=spec.get("name"),
+            )  # fmt: skip
+        except (FlopexError, TypeError) as exc:
+            return error_response(400, f"key: {exc}", "invalid_key_spec")
+        body = {"id": key_id, "tenant": spec["tenant"], "key": token, "note": "shown once; store it now"}
+        return JSONResponse(body, 201)
+
+    async def admin_revoke(request: Request) -> Response:
+        if tenancy is None or not await authorised(request):
+            return error_response(401, "admin endpoints need the admin token or an admin key", "unauthorised")
+        key_id = request.path_params["key"]
+        if not await asyncio.to_thread(tenancy.store.revoke, key_id):
+            return error_response(404, f"no key with id {key_id!r} (`GET /admin/keys` lists them)", "key_not_found")
+        tenancy.keys.clear()  # this replica forgets at once; others within the key cache's 10 s
+        return JSONResponse({"id": key_id, "revoked": True})
+
+    async def admin_budgets(request: Request) -> Response:
+        if tenancy is None or not await authorised(request):
+            return error_response(401, "admin endpoints need the admin token or an admin key", "unauthorised")
+        if request.method == "GET":
+            tenant = request.query_params.get("tenant")
+            return JSONResponse({"data": await asyncio.to_thread(tenancy.store.list_budgets, tenant)})
+        try:
+            b = json.loads(await request.body())
+            budget_id = await asyncio.to_thread(tenancy.store.set_budget, b["scope"], b["scope_id"], b["period"],
+                                                float(b["usd"]), bool(b.get("hard", True)))  # fmt: skip
+        except (ValueError, KeyError, TypeError, FlopexError) as exc:
+            example = '{"scope": "tenant", "scope_id": "acme", "period": "day", "usd": 50, "hard": true}'
+            return error_response(400, f"budget: {exc}; the body is {example}", "invalid_budget")
+        return JSONResponse({"id": budget_id}, 201)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -470,6 +611,10 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/admin/backends", backends_view, methods=["GET"]),
+            Route("/v1/usage", usage, methods=["GET"]),
+            Route("/admin/keys", admin_keys, methods=["GET", "POST"]),
+            Route("/admin/keys/{key}/revoke", admin_revoke, methods=["POST"]),
+            Route("/admin/budgets", admin_budgets, methods=["GET", "POST"]),
             Route("/admin/backends/{backend}/drain", drain, methods=["POST"]),
             Route("/admin/backends/{backend}/undrain", drain, methods=["POST"]),
         ],

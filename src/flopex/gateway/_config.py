@@ -80,6 +80,9 @@ class Timeouts(_Strict):
 class Limits(_Strict):
     max_in_flight: PositiveInt = 4096
     max_body_bytes: PositiveInt = 8_000_000
+    batch_share: float = Field(
+        0.8, gt=0, le=1, description="batch-tier keys are turned away once this share of max_in_flight is in use"
+    )
 
 
 class Health(_Strict):
@@ -89,8 +92,23 @@ class Health(_Strict):
     max_backoff_s: PositiveFloat = 30.0
 
 
+class Tenants(_Strict):
+    """Keys, budgets, rate limits and the usage ledger. URLs may also come from FLOPEX_DATABASE_URL and
+    FLOPEX_REDIS_URL."""
+
+    enabled: bool = True
+    database_url: str | None = Field(None, description="default: SQLite in flopex's data folder")
+    redis_url: str | None = Field(None, description="share budgets and rate limits across gateway replicas")
+    journal_dir: str | None = Field(None, description="default: journal/ in flopex's data folder")
+    write_interval_s: PositiveFloat = Field(0.05, description="how long usage records gather before a batch write")
+    default_max_tokens: PositiveInt = Field(
+        4096, description="given to requests that name none, so that a reservation bounds the answer's cost"
+    )
+
+
 class GatewayConfig(_Strict):
     models: dict[str, ModelRoute] = Field(default_factory=dict)
+    tenants: Tenants | None = None
     plan: str | None = Field(None, description="a plan JSON from `flopex plan --json`; its fleet becomes backends")
     endpoints: dict[str, str] = Field(default_factory=dict, description="plan offer id -> base URL")
     limits: Limits = Limits()
