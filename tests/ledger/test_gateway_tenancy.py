@@ -255,3 +255,22 @@ def test_a_soft_budget_answers_with_an_alert(gw: tuple[Server, LedgerStore]) -> 
     assert "x-flopex-budget-alert" not in ask(server, token).headers
     alert = ask(server, token).headers["x-flopex-budget-alert"]
     assert "tenant acme is over its soft day budget" in alert
+
+
+def test_a_ledger_that_stops_answering_gets_503_not_500(emu: Server, tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    with tenant_gateway([spec("h100", emu.url)], f"sqlite:///{db}", tmp_path / "j") as (server, store):
+        _, known = store.create_key("acme")
+        _, fresh = store.create_key("acme")
+        assert ask(server, known).status_code == 200
+        store.engine.dispose()
+        for leftover in tmp_path.glob("l.db*"):
+            leftover.unlink()
+        db.write_bytes(b"this is no SQLite database" * 100)
+        with pytest.raises(openai.InternalServerError) as info:
+            ask(server, fresh)  # its key is not cached: it needs the database
+        assert info.value.status_code == 503 and info.value.code == "keys_unavailable"
+        usage = http("GET", f"{server.url}/v1/usage", token=known)
+        assert usage.status == 503 and usage.json()["error"]["code"] == "ledger_unavailable"
+        assert ask(server, known).status_code == 200  # a cached key still works; its record waits in the journal
+    assert any((tmp_path / "j").glob("journal-*.jsonl"))  # kept for the next start to replay

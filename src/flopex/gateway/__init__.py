@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flopex.gateway._app import create_app, error_response
+from flopex.gateway._app import create_app
 from flopex.gateway._backends import BackendState, Pool, label_for
 from flopex.gateway._config import (
     BackendSpec,
@@ -13,6 +13,7 @@ from flopex.gateway._config import (
     resolve_backends,
 )
 from flopex.gateway._emulator import EmulatorFaults, create_emulator
+from flopex.gateway._errors import error_response
 from flopex.gateway._tenancy import Tenancy
 from flopex.gateway._thread import BackgroundServer, free_port
 

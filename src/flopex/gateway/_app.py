@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import random
 import time
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -24,28 +26,14 @@ from starlette.routing import Route
 from flopex.errors import FlopexError, did_you_mean
 from flopex.gateway._backends import BackendState, Pool, label_for
 from flopex.gateway._config import BackendSpec, GatewayConfig
+from flopex.gateway._errors import error_response
 from flopex.gateway._tenancy import Admission, Tenancy
 from flopex.ledger import GROUP_BY
 from flopex.routing import RouteRequest
 
 __all__ = ["create_app", "error_response"]
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                413: "invalid_request_error", 429: "rate_limit_error", 502: "api_error", 503: "api_error",
-                504: "api_error"}  # fmt: skip
-
-
-def error_response(
-    status: int, message: str, code: str | None = None, request_id: str | None = None, retry_after: float | None = None
-) -> JSONResponse:
-    """An error in OpenAI's shape, with `x-request-id` and `Retry-After` where it applies."""
-    headers = {}
-    if request_id:
-        headers["x-request-id"] = request_id
-    if retry_after is not None:
-        headers["retry-after"] = str(max(1, round(retry_after)))
-    body = {"error": {"message": message, "type": _ERROR_TYPES.get(status, "api_error"), "param": None, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+log = logging.getLogger("flopex.gateway")
 
 
 class _Metrics:
@@ -540,9 +528,19 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         rows = await asyncio.to_thread(tenancy.store.usage, key.tenant_id, since, group_by, until)
         return JSONResponse({"object": "list", "tenant": key.tenant_id, "group_by": group_by, "data": rows})
 
-    async def admin_keys(request: Request) -> Response:
-        if tenancy is None or not await authorised(request):
+    async def admin_denied(request: Request) -> Response | None:
+        """Why the caller may not use the keys and budgets API, if it may not."""
+        if tenancy is None:
+            return error_response(404, "keys and budgets need a `tenants:` section in the gateway's configuration",
+                                  "no_ledger")  # fmt: skip
+        if not await authorised(request):
             return error_response(401, "admin endpoints need the admin token or an admin key", "unauthorised")
+        return None
+
+    async def admin_keys(request: Request) -> Response:
+        if (denied := await admin_denied(request)) is not None:
+            return denied
+        assert tenancy is not None
         if request.method == "GET":
             tenant = request.query_params.get("tenant")
             return JSONResponse({"data": await asyncio.to_thread(tenancy.store.list_keys, tenant)})
@@ -570,8 +568,9 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         return JSONResponse(body, 201)
 
     async def admin_revoke(request: Request) -> Response:
-        if tenancy is None or not await authorised(request):
-            return error_response(401, "admin endpoints need the admin token or an admin key", "unauthorised")
+        if (denied := await admin_denied(request)) is not None:
+            return denied
+        assert tenancy is not None
         key_id = request.path_params["key"]
         if not await asyncio.to_thread(tenancy.store.revoke, key_id):
             return error_response(404, f"no key with id {key_id!r} (`GET /admin/keys` lists them)", "key_not_found")
@@ -579,8 +578,9 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         return JSONResponse({"id": key_id, "revoked": True})
 
     async def admin_budgets(request: Request) -> Response:
-        if tenancy is None or not await authorised(request):
-            return error_response(401, "admin endpoints need the admin token or an admin key", "unauthorised")
+        if (denied := await admin_denied(request)) is not None:
+            return denied
+        assert tenancy is not None
         if request.method == "GET":
             tenant = request.query_params.get("tenant")
             return JSONResponse({"data": await asyncio.to_thread(tenancy.store.list_budgets, tenant)})
@@ -601,7 +601,13 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         finally:
             await gw.stop()
 
+    async def ledger_down(request: Request, exc: Exception) -> Response:
+        log.error("the ledger database did not answer %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, "the ledger database is not answering; retry shortly", "ledger_unavailable",
+                              None, 1)  # fmt: skip
+
     app = Starlette(
+        exception_handlers={SQLAlchemyError: ledger_down},
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),

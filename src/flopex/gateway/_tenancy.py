@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from flopex.gateway._backends import BackendState, label_for
 from flopex.gateway._config import BackendSpec
+from flopex.gateway._errors import error_response
 from flopex.ledger import KeyInfo, LedgerParts, Refusal, Reservation, UsageRecord
 
 __all__ = ["Admission", "Tenancy"]
@@ -29,7 +30,6 @@ class Admission:
     reservation: Reservation
     request_id: str
     model: str
-    prompt_estimate: int
     started: float
     excluded: frozenset[str] = frozenset()  # backends outside the key's jurisdictions
     done: bool = False
@@ -76,10 +76,13 @@ class Tenancy:
     ) -> Admission | Response:  # fmt: skip
         """Authenticate, check scopes (models, jurisdictions, tier) and rate limits, then reserve the request's
         largest possible cost on the key's and tenant's budgets: an Admission, or the error to answer with."""
-        from flopex.gateway._app import error_response
-
         all_states = states
-        key = await self.key_for(request)
+        try:
+            key = await self.key_for(request)
+        except Exception as exc:  # the database is down: keys cannot be checked
+            log.error("request %s refused: keys cannot be checked: %s", rid, exc)
+            return error_response(503, "API keys cannot be checked just now; retry shortly", "keys_unavailable",
+                                  rid, 1)  # fmt: skip
         if key is None:
             log.warning("401 for request %s: %s", rid, _describe(request))
             return error_response(401, "Incorrect or missing API key; pass `Authorization: Bearer fpx_...`.",
@@ -124,7 +127,7 @@ class Tenancy:
         excluded = frozenset(s.spec.id for s in all_states) - {s.spec.id for s in states}
         for alert in reservation.alerts:
             log.warning("soft budget: %s", alert)
-        return Admission(key, reservation, rid, model, body_bytes, time.perf_counter(), excluded)
+        return Admission(key, reservation, rid, model, time.perf_counter(), excluded)
 
     async def finish(self, adm: Admission, spec: BackendSpec | None, label: dict[str, Any] | None, status: int,
                      ttft: float | None = None) -> None:  # fmt: skip

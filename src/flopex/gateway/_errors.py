@@ -1,0 +1,24 @@
+"""Errors in OpenAI's shape, as every gateway endpoint answers them."""
+
+from __future__ import annotations
+
+from starlette.responses import JSONResponse
+
+__all__ = ["error_response"]
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
+                403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error",
+                502: "api_error", 503: "api_error", 504: "api_error"}  # fmt: skip
+
+
+def error_response(
+    status: int, message: str, code: str | None = None, request_id: str | None = None, retry_after: float | None = None
+) -> JSONResponse:
+    """An error in OpenAI's shape, with `x-request-id` and `Retry-After` where it applies."""
+    headers = {}
+    if request_id:
+        headers["x-request-id"] = request_id
+    if retry_after is not None:
+        headers["retry-after"] = str(max(1, round(retry_after)))
+    body = {"error": {"message": message, "type": _ERROR_TYPES.get(status, "api_error"), "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
