@@ -106,5 +106,5 @@ def test_a_monthly_statement(tmp_path: Path) -> None:
     code, _, err = run(db, "statement", "--tenant", "acme", "--month", "2026-10", "--format", "html", "-o", str(page))
     assert code == 0, err
     html = page.read_text()
-    assert html.startswith("<!doctype html>") and "Cost: $4.0000" in html and "<table>" in html
+    assert html.startswith("<!doctype html>") and "Cost: $4.000" in html and "<table>" in html
     assert "YYYY-MM" in run(db, "statement", "--tenant", "acme", "--month", "2026-11-01")[2]

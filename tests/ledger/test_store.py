@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from flopex.errors import LedgerError
-from flopex.ledger import LedgerStore, UsageRecord, period_bounds
+from flopex.ledger import LedgerStore, UsageRecord, amount, period_bounds
 from flopex.ledger._schema import api_keys, metadata
 
 
@@ -150,3 +150,9 @@ def test_month_bounds_tile_the_year(year: int, month: int) -> None:
     following = f"{year + 1}-01" if month == 12 else f"{year}-{month + 1:02d}"
     assert end == period_bounds(following)[0]
     assert 28 * 86400 <= end - start <= 31 * 86400
+
+
+@given(st.floats(min_value=1e-12, max_value=1e9))
+def test_amounts_for_people_keep_four_significant_digits(x: float) -> None:
+    shown = amount(x)
+    assert float(shown.replace(",", "")) == pytest.approx(x, rel=1e-3)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from flopex.cli._common import JsonOption, choose, data_dir, err_console, fail, out_console, print_json
 from flopex.errors import FlopexError, did_you_mean
-from flopex.ledger import GROUP_BY, TIERS, LedgerStore, build_statement, default_url, reconcile_redis
+from flopex.ledger import GROUP_BY, TIERS, LedgerStore, amount, build_statement, default_url, reconcile_redis
 
 __all__ = ["budgets_app", "keys_app", "statement_command", "usage_command"]
 
@@ -139,7 +139,7 @@ def budgets_set(
         store.set_budget(scope, scope_id, choose(period, ("day", "month"), "--period"), usd, hard=not soft)
     except FlopexError as exc:
         fail(str(exc))
-    err_console().print(f"{scope} {scope_id}: {'soft' if soft else 'hard'} budget ${usd:,.2f} per {period}")
+    err_console().print(f"{scope} {scope_id}: {'soft' if soft else 'hard'} budget ${amount(usd)} per {period}")
 
 
 @budgets_app.command("list")
@@ -159,8 +159,8 @@ def budgets_list(
     for r in rows:
         used = r["spent_usd"] / r["limit_usd"] if r["limit_usd"] else 0.0
         table.add_row(
-            r["tenant"] or "", r["scope"], r["scope_id"], f"{r['period']} {r['period_key']}", f"{r['limit_usd']:,.2f}",
-            "hard" if r["hard"] else "soft", f"{r['spent_usd']:,.4f}", f"{used:.0%}",
+            r["tenant"] or "", r["scope"], r["scope_id"], f"{r['period']} {r['period_key']}", amount(r["limit_usd"]),
+            "hard" if r["hard"] else "soft", amount(r["spent_usd"]), f"{used:.0%}",
         )  # fmt: skip
     out_console().print(table)
 
@@ -235,13 +235,13 @@ def _usage_table(tenant: str, group: str, rows: list[dict[str, Any]]) -> None:
     table.add_column("errors", justify="right")
     table.add_column("tokens in", justify="right")
     table.add_column("tokens out", justify="right")
-    table.add_column("cost (USD)", justify="right", footer=f"{totals['cost_usd']:,.4f}")
-    table.add_column("energy (Wh)", justify="right", footer=f"{totals['energy_wh']:,.2f}")
-    table.add_column("carbon (gCO2e)", justify="right", footer=f"{totals['co2e_g']:,.2f}")
+    table.add_column("cost (USD)", justify="right", footer=amount(totals["cost_usd"]))
+    table.add_column("energy (Wh)", justify="right", footer=amount(totals["energy_wh"]))
+    table.add_column("carbon (gCO2e)", justify="right", footer=amount(totals["co2e_g"]))
     for r in rows:
         table.add_row(
             str(r[group]), f"{r['requests']:,}", f"{r['errors']:,}", f"{r['prompt_tokens']:,}",
-            f"{r['completion_tokens']:,}", f"{r['cost_usd']:,.4f}", f"{r['energy_wh']:,.2f}", f"{r['co2e_g']:,.2f}",
+            f"{r['completion_tokens']:,}", amount(r["cost_usd"]), amount(r["energy_wh"]), amount(r["co2e_g"]),
         )  # fmt: skip
     out_console().print(table)
 

@@ -122,7 +122,10 @@ class Tenancy:
             return error_response(429, "rate limit reached for this key (requests or tokens per minute)",
                                   "rate_limit_exceeded", rid, reservation.retry_after_s)  # fmt: skip
         if isinstance(reservation, Refusal):
-            message = f"this request could cost up to ${worst:.6f}, more than is left of a hard budget"
+            message = (
+                f"this request could cost up to ${worst:.6g} (its prompt and max_tokens at the dearest backend "
+                "it may use), more than is left of a hard budget; a smaller max_tokens reserves less"
+            )
             return error_response(402, message, "insufficient_quota", rid)
         excluded = frozenset(s.spec.id for s in all_states) - {s.spec.id for s in states}
         for alert in reservation.alerts:

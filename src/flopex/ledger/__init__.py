@@ -16,7 +16,7 @@ from flopex.ledger._runtime import (
     UsageWriter,
     reconcile_redis,
 )
-from flopex.ledger._statement import Statement, build_statement
+from flopex.ledger._statement import Statement, amount, build_statement
 from flopex.ledger._store import (
     GROUP_BY,
     TIERS,
@@ -45,6 +45,7 @@ __all__ = [
     "Reservation",
     "SqlBudgets",
     "Statement",
+    "amount",
     "UsageRecord",
     "UsageWriter",
     "build_ledger",

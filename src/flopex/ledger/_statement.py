@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from flopex.errors import LedgerError, did_you_mean
 from flopex.ledger._store import LedgerStore, period_bounds
 
-__all__ = ["Statement", "build_statement"]
+__all__ = ["Statement", "amount", "build_statement"]
+
+
+def amount(x: float) -> str:
+    """A figure for people: two decimals for large values, four significant digits for small ones (a request
+    costs millionths of a dollar), never a misleading 0.0000."""
+    if x == 0:
+        return "0"
+    return f"{x:,.{max(2, 3 - math.floor(math.log10(abs(x))))}f}"
 
 
 @dataclass(frozen=True)
@@ -29,9 +38,9 @@ class Statement:
             "",
             f"- Requests: {t['requests']:,} ({t['errors']:,} failed)",
             f"- Tokens: {t['prompt_tokens']:,} in, {t['completion_tokens']:,} out",
-            f"- Cost: ${t['cost_usd']:,.4f}",
-            f"- Energy: {t['energy_wh'] / 1000:,.4f} kWh",
-            f"- Carbon: {t['co2e_g'] / 1000:,.4f} kgCO2e",
+            f"- Cost: ${amount(t['cost_usd'])}",
+            f"- Energy: {amount(t['energy_wh'] / 1000)} kWh",
+            f"- Carbon: {amount(t['co2e_g'] / 1000)} kgCO2e",
             "",
             "Energy and carbon cover self-hosted backends; hosted APIs publish neither and count as zero.",
         ]
@@ -57,9 +66,9 @@ class Statement:
             "<ul>",
             f"<li>Requests: {t['requests']:,} ({t['errors']:,} failed)</li>",
             f"<li>Tokens: {t['prompt_tokens']:,} in, {t['completion_tokens']:,} out</li>",
-            f"<li>Cost: ${t['cost_usd']:,.4f}</li>",
-            f"<li>Energy: {t['energy_wh'] / 1000:,.4f} kWh</li>",
-            f"<li>Carbon: {t['co2e_g'] / 1000:,.4f} kgCO2e</li>",
+            f"<li>Cost: ${amount(t['cost_usd'])}</li>",
+            f"<li>Energy: {amount(t['energy_wh'] / 1000)} kWh</li>",
+            f"<li>Carbon: {amount(t['co2e_g'] / 1000)} kgCO2e</li>",
             "</ul>",
             "<p>Energy and carbon cover self-hosted backends; hosted APIs publish neither and count as zero.</p>",
         ]
@@ -86,15 +95,15 @@ def _cells(r: dict[str, Any]) -> list[str]:
         f"{r['requests']:,}",
         f"{r['prompt_tokens']:,}",
         f"{r['completion_tokens']:,}",
-        f"{r['cost_usd']:,.4f}",
-        f"{r['energy_wh'] / 1000:,.4f}",
-        f"{r['co2e_g'] / 1000:,.4f}",
+        amount(r["cost_usd"]),
+        amount(r["energy_wh"] / 1000),
+        amount(r["co2e_g"] / 1000),
     ]
 
 
 def _budget_cells(b: dict[str, Any]) -> list[str]:
     kind = "hard" if b["hard"] else "soft"
-    return [b["scope"], b["scope_id"], b["period"], f"{b['limit_usd']:,.2f}", kind, f"{b['spent_usd']:,.4f}"]
+    return [b["scope"], b["scope_id"], b["period"], amount(b["limit_usd"]), kind, amount(b["spent_usd"])]
 
 
 def _md_row(cells: list[str]) -> str:
