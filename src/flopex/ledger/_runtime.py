@@ -1,8 +1,10 @@
 """What the gateway does per request when tenants are on: budgets reserved and settled atomically, rate limits
 per key, and usage records journaled before the answer leaves and written to the database in batches.
 
-Budgets: local (one process: the event loop makes check-and-reserve atomic), Redis (a Lua script, shared by
-every gateway replica), or SQL (a conditional UPDATE under the row lock). Rate limits: local or Redis."""
+A meter admits or refuses a request and settles it. `LocalMeter`: rate limits in this process, and budgets in
+this process (the event loop makes check-and-reserve atomic) or in the database (a conditional UPDATE under the
+row lock). `RedisMeter`: budgets and rate limits shared by every gateway replica, by credit leased from Redis
+through Lua scripts."""
 
 from __future__ import annotations
 
@@ -467,9 +469,11 @@ class RedisMeter:
             try:
                 reply = await self.pipeline.submit(self.sync_script, [lease.name for lease in leases], args)
             except Exception:
-                for lease, (spent, credit) in zip(leases, sent, strict=True):  # still ours to report
+                # Whether Redis applied it is unknown. Report the spend again: applied twice, it moves the same
+                # amount from reserved to spent once more, leaving spent + reserved as it was. Never reuse the
+                # credit: if it was not given back, it stays reserved, which only makes budgets stricter.
+                for lease, (spent, _) in zip(leases, sent, strict=True):
                     lease.spent += spent
-                    lease.credit += credit
                 raise
             for lease, used in zip(leases, reply, strict=True):
                 lease.saw(float(used))
@@ -482,7 +486,10 @@ class RedisMeter:
     async def close(self) -> None:
         if self.syncer is not None:
             self.syncer.cancel()
-        await self.drain()
+        try:
+            await self.drain()
+        except Exception as exc:  # what stays leased only makes budgets stricter; `flopex budgets reconcile` frees it
+            log.warning("could not give leases back to Redis at stop: %s", exc)
 
 
 class UsageWriter:
