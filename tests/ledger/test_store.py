@@ -156,3 +156,9 @@ def test_month_bounds_tile_the_year(year: int, month: int) -> None:
 def test_amounts_for_people_keep_four_significant_digits(x: float) -> None:
     shown = amount(x)
     assert float(shown.replace(",", "")) == pytest.approx(x, rel=1e-3)
+
+
+def test_days_split_at_utc_midnight(store: LedgerStore) -> None:
+    midnight = datetime(2026, 11, 3, tzinfo=UTC).timestamp()
+    store.write([record("late", created=midnight - 0.1), record("early", created=midnight + 0.1)])
+    assert [r["day"] for r in store.usage("acme", group_by="day")] == ["2026-11-02", "2026-11-03"]

@@ -60,6 +60,11 @@ class _Metrics:
         self.energy = Counter(
             "flopex_energy_wh", "Energy of the answers served", ["model", "backend"], registry=self.registry
         )
+        self.refused = Counter("flopex_tenant_refusals", "Requests refused before routing: keys, scopes, rate limits, "
+                               "budgets", ["model", "status"], registry=self.registry)  # fmt: skip
+        self.budget_alerts = Counter(
+            "flopex_budget_alerts", "Requests admitted past a soft budget", ["model"], registry=self.registry
+        )
 
 
 class Gateway:
@@ -162,8 +167,11 @@ class Gateway:
                 int(limits.max_in_flight * limits.batch_share),
             )  # fmt: skip
             if isinstance(admitted, Response):
+                self.metrics.refused.labels(model, str(admitted.status_code)).inc()
                 return admitted
             adm = admitted
+            if adm.reservation.alerts:
+                self.metrics.budget_alerts.labels(model).inc()
         try:
             return await self._route(request, path, payload, pool, body, rid, adm)
         except BaseException:

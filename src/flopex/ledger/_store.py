@@ -21,7 +21,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import ColumnElement, Engine, Integer, case, cast, create_engine, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from flopex.errors import LedgerError, did_you_mean
@@ -365,19 +365,41 @@ class LedgerStore:
         (the costliest first; days in order)."""
         if group_by not in GROUP_BY:
             raise LedgerError(f"group by {group_by!r}: choose {', '.join(GROUP_BY)}.{did_you_mean(group_by, GROUP_BY)}")
-        groups: dict[str, dict[str, Any]] = {}
-        for r in self.records(tenant_id, since, until):
+        u = usage_records.c
+        # summed in the database: a tenant may have millions of records
+        group: ColumnElement[Any]
+        if group_by == "day":  # whole UTC days since 1970 (SQLite's CAST truncates; PostgreSQL's rounds)
+            days = u.created / 86400
+            group = func.floor(days) if self.dialect == "postgresql" else cast(days, Integer)
+        else:
+            group = u[group_by]
+        query = (
+            select(
+                group.label("group"),
+                func.count().label("requests"),
+                func.sum(case((u.status >= 400, 1), else_=0)).label("errors"),
+                func.sum(u.prompt_tokens).label("prompt_tokens"),
+                func.sum(u.completion_tokens).label("completion_tokens"),
+                func.sum(u.cost_usd).label("cost_usd"),
+                func.coalesce(func.sum(u.energy_wh), 0.0).label("energy_wh"),
+                func.coalesce(func.sum(u.co2e_g), 0.0).label("co2e_g"),
+            )
+            .where(u.tenant_id == tenant_id, u.created >= since)
+            .group_by(group)
+        )
+        if until != float("inf"):
+            query = query.where(u.created < until)
+        with self.engine.connect() as c:
+            rows = [dict(r) for r in c.execute(query).mappings()]
+        out = []
+        for r in rows:
+            key = r.pop("group")
             if group_by == "day":
-                key = datetime.fromtimestamp(r["created"], tz=UTC).strftime("%Y-%m-%d")
+                label = datetime.fromtimestamp(int(key) * 86400, tz=UTC).strftime("%Y-%m-%d")
             else:
-                key = str(r[group_by] or "none")
-            g = groups.setdefault(key, {group_by: key, **dict.fromkeys(_TOTALS, 0)})
-            g["requests"] += 1
-            g["errors"] += 1 if r["status"] >= 400 else 0
-            for field in ("prompt_tokens", "completion_tokens", "cost_usd", "energy_wh", "co2e_g"):
-                g[field] += r[field] or 0
-        rows = list(groups.values())
-        return sorted(rows, key=lambda g: g["day"]) if group_by == "day" else sorted(rows, key=lambda g: -g["cost_usd"])
+                label = str(key or "none")
+            out.append({group_by: label, **{f: r[f] for f in _TOTALS}})
+        return sorted(out, key=lambda g: g["day"]) if group_by == "day" else sorted(out, key=lambda g: -g["cost_usd"])
 
     def tenants(self) -> list[str]:
         with self.engine.connect() as c:
