@@ -254,3 +254,21 @@ def test_a_replica_gives_back_what_it_leased_and_did_not_use(store: LedgerStore)
 
     # b gets 8 while a holds its 1.2; once a reports and gives back, the tenth fits, and nothing after it
     assert asyncio.run(main()) == (8, True, True, True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_request_refused_by_one_budget_holds_nothing_on_the_others(store: LedgerStore, kind: str) -> None:
+    """All or none: the key's budget refusing must leave nothing reserved on its tenant's budget."""
+    small_id, small_token = store.create_key("acme")
+    store.set_budget("tenant", "acme", "day", 10.5, True)  # first: it is reserved before the key's refuses
+    store.set_budget("key", small_id, "day", 2.5, True)
+    _, token = store.create_key("acme")
+    small, other = store.authenticate(small_token), store.authenticate(token)
+    assert small is not None and other is not None
+
+    async def body(meter: Meter) -> tuple[int, int]:
+        first = ok(list(await asyncio.gather(*(meter.admit(small, 1.0) for _ in range(20)))))
+        second = ok(list(await asyncio.gather(*(meter.admit(other, 1.0) for _ in range(20)))))
+        return first, second
+
+    assert _run(kind, store, body) == (2, 8)

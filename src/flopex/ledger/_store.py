@@ -277,6 +277,7 @@ class LedgerStore:
                     ((budgets.c.scope == "tenant") & (budgets.c.scope_id == key.tenant_id))
                     | ((budgets.c.scope == "key") & (budgets.c.scope_id == key.key_id))
                 )
+                .order_by(budgets.c.id)  # one order for every request: concurrent reservations cannot deadlock
             ).mappings()
             return [
                 Budget(r["id"], r["scope"], r["scope_id"], r["period"], r["limit_usd"], bool(r["hard"])) for r in rows
