@@ -273,7 +273,8 @@ class LedgerStore:
     def budgets_for(self, key: KeyInfo) -> list[Budget]:
         with self.engine.connect() as c:
             rows = c.execute(
-                select(budgets).where(
+                select(budgets)
+                .where(
                     ((budgets.c.scope == "tenant") & (budgets.c.scope_id == key.tenant_id))
                     | ((budgets.c.scope == "key") & (budgets.c.scope_id == key.key_id))
                 )
