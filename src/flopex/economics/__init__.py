@@ -24,8 +24,14 @@ from flopex.economics._quote import (
     quote,
     video_fit,
 )
+from flopex.economics._shapes import GROUP_SIZES, Shape, offer_shapes, usable_precisions, workload_offers
 
 __all__ = [
+    "GROUP_SIZES",
+    "Shape",
+    "offer_shapes",
+    "usable_precisions",
+    "workload_offers",
     "COMMIT_TIERS",
     "CONTEXT_TIERS",
     "LABEL_SCHEMA_VERSION",

@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
-from flopex.catalog import Accelerator, Catalog, Offer, OfferQuery, Precision, select_offers
+from flopex.catalog import Accelerator, Catalog, Offer, Precision
 from flopex.economics._energy import EnergyTable, Footprint, Unit, footprint
-from flopex.errors import DoesNotFitError, EconomicsError, FlopexError
+from flopex.economics._shapes import GROUP_SIZES, offer_shapes
+from flopex.errors import DoesNotFitError
 from flopex.models import resolve_model, resolve_video_model
 from flopex.perf import (
     AgentQuery,
@@ -50,8 +51,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-_GROUP_SIZES = (1, 2, 4, 8)  # instances that may form one group (one model replica set) when one is too small
-
 _UNIT_NAMES: dict[Unit, str] = {
     "1k_output_tokens": "1M output tokens",
     "video_minute": "video-minute",
@@ -202,15 +201,6 @@ class _Ctx:
     market_gco2e_per_kwh: float | None
 
 
-def _offers(w: Workload, catalog: Catalog) -> list[Offer]:
-    c = w.constraints
-    query = OfferQuery(providers=c.providers, markets=c.markets, jurisdictions=c.jurisdictions, regions=c.regions)
-    try:
-        return select_offers(catalog.offers, catalog.accelerators, catalog.regions, query)
-    except FlopexError as exc:
-        raise EconomicsError(f"workload {w.name}: constraints: {exc}") from None
-
-
 def _footprint(ctx: _Ctx, offer: Offer, acc_hours: float, activity: float) -> Footprint | None:
     """Energy and carbon of the work, or None where the catalog has no TDP for the accelerator."""
     acc = ctx.catalog.accelerators[offer.accelerator]
@@ -224,10 +214,6 @@ def _footprint(ctx: _Ctx, offer: Offer, acc_hours: float, activity: float) -> Fo
 def _kw(fp: Footprint | None, units_per_hour: float) -> float | None:
     """Facility power of all instances: Wh per unit x units per hour."""
     return None if fp is None else fp.facility_wh * units_per_hour / 1000
-
-
-def _precisions(w: Workload, acc: Accelerator) -> list[Precision]:
-    return [p for p in w.precisions if p == "int4" or acc.runs(p)]
 
 
 def _row(offer: Offer, unit: Unit, **kw: Any) -> QuoteRow:
@@ -438,39 +424,22 @@ def _each_group(
     evaluate: Callable[[Accelerator, int, int, Precision], _T],
     to_row: Callable[[Offer, int, int, Precision, _T], QuoteRow],
     *,
-    groups: tuple[int, ...] = _GROUP_SIZES,
+    groups: tuple[int, ...] = GROUP_SIZES,
 ) -> list[QuoteRow]:
-    """For each offer, the cheapest eligible row over precisions, each on the fewest instances that fit.
-    `evaluate(accelerator, per_instance, group, precision)` depends only on the instance shape, so it runs
-    once per shape. Instances of one group share no scale-up fabric: tensor (or sequence) parallelism stays
-    inside an instance, and a group of several instances is pipeline stages over the network."""
-    cache: dict[tuple[str, int, int, str], _T | FlopexError] = {}
+    """For each offer, the cheapest eligible row over precisions, each on the fewest instances that fit."""
     rows = []
-    for offer in _offers(w, ctx.catalog):
-        acc = ctx.catalog.accelerators[offer.accelerator]
-        found: list[QuoteRow] = []
-        problem = f"{w.model} does not fit on up to {groups[-1]} instance(s)"
-        for precision in _precisions(w, acc):
-            for group in groups:
-                count = offer.accelerator_count * group
-                key = (acc.id, offer.accelerator_count, group, precision)
-                if key not in cache:
-                    try:
-                        cache[key] = evaluate(acc, offer.accelerator_count, group, precision)
-                    except FlopexError as exc:
-                        cache[key] = exc
-                result = cache[key]
-                if isinstance(result, DoesNotFitError):
-                    continue
-                if isinstance(result, FlopexError):
-                    problem = str(result)
-                    break
-                found.append(to_row(offer, group, count, precision, result))
-                break
+    for offer, shapes in offer_shapes(w, ctx.catalog, evaluate, groups):
+        found = [
+            to_row(offer, s.group, offer.accelerator_count * s.group, s.precision, s.fit)
+            for s in shapes
+            if s.fit is not None
+        ]
         if found:
             rows.append(min(found, key=lambda r: (not r.eligible, r.usd_per_unit)))
-        else:
-            skipped.append(f"{offer.id}: {problem}")
+            continue
+        errors = [str(s.error) for s in shapes if s.error is not None]
+        problem = errors[-1] if errors else f"{w.model} does not fit on up to {groups[-1]} instance(s)"
+        skipped.append(f"{offer.id}: {problem}")
     return rows
 
 

@@ -5,9 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flopex.catalog import Accelerator, Catalog, Offer, OfferQuery, Precision, select_offers
-from flopex.economics import EnergyTable, agent_fit, agent_retention, chat_fit, power_w, video_fit
-from flopex.errors import DoesNotFitError, FlopexError, PlanError
+from flopex.catalog import Accelerator, Catalog, Offer, Precision
+from flopex.economics import (
+    GROUP_SIZES,
+    EnergyTable,
+    agent_fit,
+    agent_retention,
+    chat_fit,
+    offer_shapes,
+    power_w,
+    video_fit,
+)
+from flopex.errors import PlanError
 from flopex.models import resolve_model
 from flopex.perf import Efficiency
 from flopex.plan._milp import Candidate, Demand, Hosted
@@ -15,8 +24,6 @@ from flopex.plan._spec import PlanSpec
 from flopex.workloads import AgentWorkload, ChatWorkload, VideoWorkload, Workload
 
 __all__ = ["Inputs", "build_inputs"]
-
-_GROUP_SIZES = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -36,12 +43,6 @@ class _Fit:
     activity: float
     precision: Precision
     label: str
-
-
-def _offers(w: Workload, catalog: Catalog) -> list[Offer]:
-    c = w.constraints
-    query = OfferQuery(providers=c.providers, markets=c.markets, jurisdictions=c.jurisdictions, regions=c.regions)
-    return select_offers(catalog.offers, catalog.accelerators, catalog.regions, query)
 
 
 def _demand(w: Workload) -> tuple[Demand, str, tuple[float, ...]]:
@@ -142,27 +143,13 @@ def build_inputs(
         units[w.name] = unit
         outputs[w.name] = out_tokens
         fitter = _fitter(w, eff, spec)
-        cache: dict[tuple[str, int, int, str], _Fit | FlopexError] = {}
-        groups = (1,) if isinstance(w, VideoWorkload) else _GROUP_SIZES
-        for offer in _offers(w, catalog):
-            acc = catalog.accelerators[offer.accelerator]
-            precisions = [p for p in w.precisions if p == "int4" or acc.runs(p)]
-            for precision in precisions:
-                for group in groups:
-                    key = (acc.id, offer.accelerator_count, group, precision)
-                    if key not in cache:
-                        try:
-                            cache[key] = fitter(acc, offer.accelerator_count, group, precision)
-                        except FlopexError as exc:
-                            cache[key] = exc
-                    fit = cache[key]
-                    if isinstance(fit, DoesNotFitError):
-                        continue
-                    if isinstance(fit, FlopexError):
-                        skipped.append(f"{w.name} on {offer.id} at {precision}: {fit}")
-                        break
-                    candidates.append(_candidate(w, offer, acc, group, fit, catalog, energy, spec))
-                    break
+        groups = (1,) if isinstance(w, VideoWorkload) else GROUP_SIZES
+        for offer, shapes in offer_shapes(w, catalog, fitter, groups):
+            for s in shapes:
+                if s.error is not None:
+                    skipped.append(f"{w.name} on {offer.id} at {s.precision}: {s.error}")
+                elif s.fit is not None:
+                    candidates.append(_candidate(w, offer, s.accelerator, s.group, s.fit, catalog, energy, spec))
             if offer.capacity is not None:
                 capacity[offer.id] = offer.capacity
         if isinstance(w, ChatWorkload):
