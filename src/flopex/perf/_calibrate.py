@@ -62,13 +62,19 @@ class _Slo(BaseModel):
     tpot_p99_s: PositiveFloat | None = None
 
 
-class CalibrationPoint(BaseModel):
+class _Point(BaseModel):
+    """What every measured point names first: its id, whether it calibrates or checks, the model and the chip
+    (each kind ends with its figures and where they were published)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
     role: Role = "calibrate"
     model: str
     accelerator: str
+
+
+class CalibrationPoint(_Point):
     count: PositiveInt
     tensor_parallel: PositiveInt | None = None
     precision: Precision
@@ -87,13 +93,7 @@ class _VideoMeasured(BaseModel):
     seconds_per_video: PositiveFloat
 
 
-class VideoPoint(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    role: Role = "calibrate"
-    model: str
-    accelerator: str
+class VideoPoint(_Point):
     count: PositiveInt
     sequence_parallel: PositiveInt | None = None
     precision: Precision = "bf16"
@@ -111,13 +111,7 @@ class _TrainingMeasured(BaseModel):
     accelerator_hours: PositiveFloat
 
 
-class TrainingPoint(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    role: Role = "calibrate"
-    model: str
-    accelerator: str
+class TrainingPoint(_Point):
     count: PositiveInt | None = Field(None, description="unpublished: the fewest that fit, at least one domain")
     tokens: PositiveFloat
     precision: Precision = "bf16"
