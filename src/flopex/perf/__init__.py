@@ -48,6 +48,7 @@ from flopex.perf._predict import (
     replica_for,
 )
 from flopex.perf._probe import ProbeResult, guess_accelerator, probe_overlay
+from flopex.perf._schedule import BLOCK_TOKENS, EngineState, Seq, Step
 from flopex.perf._serving import Replica, Steady
 from flopex.perf._step import Batch, Rates, StepTime, rates_for, step_time
 from flopex.perf._training import (
@@ -67,6 +68,10 @@ from flopex.perf._video import (
 )
 
 __all__ = [
+    "BLOCK_TOKENS",
+    "EngineState",
+    "Seq",
+    "Step",
     "RETENTIONS",
     "AgentQuery",
     "AgentSession",
