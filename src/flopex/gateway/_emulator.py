@@ -1,13 +1,17 @@
-"""An emulated OpenAI-compatible backend whose timing follows flopex's performance model.
+"""An emulated OpenAI-compatible backend: the simulator's engine on a real clock.
 
-Requests join a continuous batch: a prompt waits for a slot (the batch is limited by the engine and by the KV
-cache, as the model computes them), is prefilled in one step next to the running batch, then produces one
-token per decode step whose time depends on how many sequences are decoding at that moment. Full queues
-answer 429. Fault flags make it fail on purpose. `time_scale` shrinks every delay (tests run at 0.01)."""
+Each model replica of the deployment runs `flopex.perf.EngineState`, the scheduler `flopex simulate` runs
+on a virtual clock: prompts of their real length wait FIFO for the batch limit and the KV cache, are
+prefilled in chunks beside the decoding sequences (so a long prompt slows everyone's next token), and every
+step's time is the performance model's for that step's batch at the sequences' real contexts. Steps are
+kept on an absolute schedule, so a busy event loop delays tokens without stretching the emulated engine.
+A client that goes away frees its sequence, as vLLM aborts it. Full queues answer 429. Fault flags make it
+fail on purpose. `time_scale` multiplies every delay (tests run at 0.01)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -22,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from flopex.perf import Batch, Replica
+from flopex.perf import Batch, EngineState, Replica, Seq
 
 __all__ = ["EmulatorFaults", "create_emulator"]
 
@@ -36,26 +40,106 @@ class EmulatorFaults:
     drop_rate: float = 0.0  # share of streams whose connection drops mid-answer
 
 
-class _Engine:
-    def __init__(self, replica: Replica, time_scale: float, max_queue: int) -> None:
-        self.replica = replica
-        self.time_scale = time_scale
-        self.running = 0
-        self.waiting = 0
-        self.max_queue = max_queue
-        per_seq = 1200  # a typical request's KV footprint (1,000 in, 200 out)
-        self.slots = max(1, min(replica.batch_limit, replica.memory.kv_capacity_tokens // per_seq))
-        self.free = asyncio.Semaphore(self.slots)
+class _Stream(Seq):
+    """A sequence with the queue its answer's tokens are delivered through (a count per step, None at the
+    end)."""
 
-    def step_s(self, prompt: int = 0) -> float:
-        b = max(self.running, 1)
-        t = self.replica.step(Batch(b, 1000.0, float(prompt), prompt * prompt / 2, b)).total_s
-        return t * self.time_scale
+    __slots__ = ("tokens",)
+
+    def __init__(self, key: int, input_tokens: int, output_tokens: int) -> None:
+        super().__init__(key, input_tokens, output_tokens)
+        self.tokens: asyncio.Queue[int | None] = asyncio.Queue()
+
+
+class _Engine:
+    """One model replica stepping on the event loop's clock."""
+
+    def __init__(self, replica: Replica, delay: float) -> None:
+        self.replica = replica
+        self.state = EngineState(replica)
+        self.delay = delay  # seconds of real time per emulated second
+        self.wake = asyncio.Event()
+        self.aborted: set[_Stream] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def load(self) -> int:
+        return len(self.state.waiting) + len(self.state.running)
+
+    def submit(self, seq: _Stream) -> None:
+        self.state.add(seq)
+        self.wake.set()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def abort(self, seq: _Stream) -> None:
+        self.aborted.add(seq)  # applied between steps, never inside one
+        self.wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        state = self.state
+        while True:
+            for seq in self.aborted:
+                state.abort(seq)
+            self.aborted.clear()
+            step = state.next_step()
+            if step is None:
+                self.wake.clear()
+                await self.wake.wait()
+                deadline = loop.time()
+                continue
+            batch = step.batch
+            if step.decode_only:  # one decode step, timed at its mid-point context as the simulator times runs
+                batch = Batch(batch.decode, batch.context + 0.5, 0.0, 0.0, batch.decode)
+            deadline = max(deadline, loop.time() - 0.05) + self.replica.step(batch).total_s * self.delay
+            await asyncio.sleep(max(deadline - loop.time(), 0.0))
+            for done, _ in state.advance(1):
+                self._deliver(done, last=True)
+            for running in state.running.values():
+                self._deliver(running, last=False)
+            complete = state.start_decoding(step.finishing)
+            for first in step.finishing:
+                self._deliver(first, last=first in complete)
+
+    @staticmethod
+    def _deliver(seq: Seq, *, last: bool) -> None:
+        assert isinstance(seq, _Stream)
+        seq.tokens.put_nowait(1)
+        if last:
+            seq.tokens.put_nowait(None)
+
+
+class _Deployment:
+    """The model replicas of one deployment; a request goes to the least loaded."""
+
+    def __init__(self, replica: Replica, delay: float, max_queue: int) -> None:
+        self.engines = [_Engine(replica, delay) for _ in range(max(replica.layout.replicas, 1))]
+        self.max_queue = max_queue
+        self.keys = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(e.state.waiting) for e in self.engines)
+
+    @property
+    def running(self) -> int:
+        return sum(len(e.state.running) for e in self.engines)
+
+    def fits(self, input_tokens: int, output_tokens: int) -> bool:
+        return self.engines[0].state.fits(Seq(0, input_tokens, output_tokens))
+
+    def submit(self, input_tokens: int, output_tokens: int) -> tuple[_Engine, _Stream]:
+        engine = min(self.engines, key=lambda e: e.load)
+        seq = _Stream(next(self.keys), input_tokens, output_tokens)
+        engine.submit(seq)
+        return engine, seq
 
 
 def create_emulator(model: str, replica: Replica, *, time_scale: float = 1.0, max_queue: int = 256,
                     faults: EmulatorFaults = EmulatorFaults(), seed: int = 0) -> Starlette:  # fmt: skip
-    engine = _Engine(replica, time_scale, max_queue)
+    deployment = _Deployment(replica, time_scale * faults.slow, max_queue)
     rng = random.Random(seed)
     served = 0
 
@@ -75,18 +159,26 @@ def create_emulator(model: str, replica: Replica, *, time_scale: float = 1.0, ma
             await asyncio.sleep(3600)
         if rng.random() < faults.error_rate:
             return error(500, "emulated failure", "emulated_error")
-        if engine.waiting >= engine.max_queue:
+        if deployment.waiting >= deployment.max_queue:
             return JSONResponse({"error": {"message": "queue full", "type": "rate_limit_error", "param": None,
                                            "code": "queue_full"}}, 429, headers={"retry-after": "1"})  # fmt: skip
         text = json.dumps(payload.get("messages")) if chat else str(payload.get("prompt", ""))
         prompt_tokens = max(1, len(text) // 4)
-        completion_tokens = int(payload.get("max_tokens") or payload.get("max_completion_tokens") or 16)
+        try:
+            completion_tokens = int(payload.get("max_tokens") or payload.get("max_completion_tokens") or 16)
+        except (TypeError, ValueError):
+            return error(400, "max_tokens must be a positive integer", "invalid_value")
+        if completion_tokens < 1:
+            return error(400, "max_tokens must be a positive integer", "invalid_value")
+        if not deployment.fits(prompt_tokens, completion_tokens):
+            return error(400, f"{prompt_tokens + completion_tokens} tokens exceed the KV cache of a replica",
+                         "context_length_exceeded")  # fmt: skip
         stream = bool(payload.get("stream"))
         include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
         rid = f"cmpl-{uuid.uuid4().hex[:12]}"
         created = int(time.time())
-        slow = faults.slow
         drop = stream and rng.random() < faults.drop_rate
+        overhead = replica.engine.request_overhead_s * time_scale * faults.slow
 
         def chunk(delta: dict[str, Any] | None, finish: str | None, usage: dict[str, int] | None = None) -> bytes:
             choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}] if chat else \
@@ -101,24 +193,21 @@ def create_emulator(model: str, replica: Replica, *, time_scale: float = 1.0, ma
                  "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
 
         async def run() -> AsyncIterator[bytes]:
-            engine.waiting += 1
-            await engine.free.acquire()
-            engine.waiting -= 1
-            engine.running += 1
+            engine, seq = deployment.submit(prompt_tokens, completion_tokens)
+            sent = 0
             try:
-                await asyncio.sleep(
-                    engine.step_s(prompt_tokens) * slow + replica.engine.request_overhead_s * time_scale
-                )
-                for i in range(completion_tokens):
-                    if drop and i == completion_tokens // 2:
-                        raise ConnectionResetError("emulated connection drop")
-                    yield chunk({"content": f" tok{i}"} if i else {"role": "assistant", "content": "tok0"},
-                                "length" if i == completion_tokens - 1 else None)  # fmt: skip
-                    if i < completion_tokens - 1:
-                        await asyncio.sleep(engine.step_s() * slow)
+                while (count := await seq.tokens.get()) is not None:
+                    if sent == 0:  # the engine's per-request cost delays the first token, not the engine
+                        await asyncio.sleep(overhead)
+                    for _ in range(count):
+                        if drop and sent == completion_tokens // 2:
+                            raise ConnectionResetError("emulated connection drop")
+                        yield chunk({"content": f" tok{sent}"} if sent else {"role": "assistant", "content": "tok0"},
+                                    "length" if sent == completion_tokens - 1 else None)  # fmt: skip
+                        sent += 1
             finally:
-                engine.running -= 1
-                engine.free.release()
+                if sent < completion_tokens:
+                    engine.abort(seq)
 
         if stream:
 
@@ -161,7 +250,8 @@ def create_emulator(model: str, replica: Replica, *, time_scale: float = 1.0, ma
         )
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"running": engine.running, "waiting": engine.waiting, "slots": engine.slots})
+        return JSONResponse({"running": deployment.running, "waiting": deployment.waiting,
+                             "replicas": len(deployment.engines)})  # fmt: skip
 
     return Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),

@@ -218,6 +218,25 @@ class EngineState:
         self.preemptions += 1
         self.waiting.appendleft(seq)
 
+    def abort(self, seq: Seq) -> None:
+        """Drop a sequence wherever it is (its client went away); its blocks are freed."""
+        if seq.key in self.running:
+            self.running.pop(seq.key)
+            self.heap = [(f, k) for f, k in self.heap if k != seq.key]
+            heapq.heapify(self.heap)
+            self.base_ctx -= seq.target + 1 - seq.start
+            if self.full_reservation:
+                self.reserved -= self._footprint(seq)
+            return
+        for index, waiting in enumerate(self.waiting):
+            if waiting is seq:
+                del self.waiting[index]
+                if seq.prefilled and self.full_reservation:
+                    self.reserved -= self._footprint(seq)
+                elif seq.prefilled:
+                    self.admitted -= seq.target
+                return
+
     def clear(self) -> list[Seq]:
         """The replica failed: every sequence it held, reset to be served again elsewhere."""
         moved = list(self.running.values()) + list(self.waiting)
