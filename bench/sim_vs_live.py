@@ -75,7 +75,9 @@ def _messages(input_tokens: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": "x" * max(4 * input_tokens - envelope, 1)}]
 
 
-async def _one(client: openai.AsyncOpenAI, at: float, start: float, scale: float, i: int, o: int) -> dict[str, float | str]:
+async def _one(
+    client: openai.AsyncOpenAI, at: float, start: float, scale: float, i: int, o: int
+) -> dict[str, float | str]:
     await asyncio.sleep(max(start + at * scale - time.monotonic(), 0.0))
     sent = time.monotonic()
     first = 0.0
