@@ -11,6 +11,7 @@ import random
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 __all__ = [
     "Backend",
@@ -76,6 +77,8 @@ Filter = Callable[[Backend, RouteRequest], bool]
 Scorer = Callable[[Backend, RouteRequest], float]
 Picker = Callable[[Sequence[tuple[Backend, float]], random.Random], Backend]
 
+_score = itemgetter(1)
+
 
 def serves(b: Backend, r: RouteRequest) -> bool:
     return r.workload in b.workloads
@@ -109,7 +112,7 @@ def prior(b: Backend, r: RouteRequest) -> float:
 
 def least_load(b: Backend, r: RouteRequest) -> float:
     """1 for an idle backend, falling towards 0 as its queue and batch grow against its capacity."""
-    return 1.0 / (1.0 + b.load)
+    return 1.0 / (1.0 + (b.queued + b.running) / max(b.capacity, 1e-9))  # b.load, inlined: called per backend
 
 
 def kv_headroom(b: Backend, r: RouteRequest) -> float:
@@ -132,7 +135,9 @@ def within_slo(b: Backend, r: RouteRequest) -> bool:
 
 def pick_best(scored: Sequence[tuple[Backend, float]], rng: random.Random) -> Backend:
     """The highest score; ties go to the lowest id (deterministic)."""
-    return max(scored, key=lambda bs: (bs[1], tuple(-ord(ch) for ch in bs[0].id)))[0]
+    top = max(scored, key=_score)[1]
+    best = [b for b, s in scored if s == top]
+    return best[0] if len(best) == 1 else max(best, key=lambda b: tuple(-ord(ch) for ch in b.id))
 
 
 def pick_two(scored: Sequence[tuple[Backend, float]], rng: random.Random) -> Backend:
@@ -152,12 +157,13 @@ def prefix_affinity(candidates: Sequence[Backend], r: RouteRequest) -> str | Non
 
 def pick_weighted(scored: Sequence[tuple[Backend, float]], rng: random.Random) -> Backend:
     """At random in proportion to score (the best one if every score is 0)."""
-    total = sum(max(s, 0.0) for _, s in scored)
+    positive = [0.0 if s < 0.0 else s for _, s in scored]  # max(s, 0.0)
+    total = sum(positive)
     if total <= 0:
         return pick_best(scored, rng)
     x = rng.random() * total
-    for backend, score in scored:
-        x -= max(score, 0.0)
+    for (backend, _), p in zip(scored, positive, strict=True):
+        x -= p
         if x <= 0:
             return backend
     return scored[-1][0]
@@ -175,22 +181,38 @@ class Policy:
 
     def route(self, backends: Sequence[Backend], request: RouteRequest, rng: random.Random) -> Backend | None:
         """The chosen backend, or None when no backend passes the filters."""
-        alive = [b for b in backends if all(f(b, request) for f in self.filters)]
+        alive = self._admit(backends, request)
         if not alive:
             return None
-        affine = prefix_affinity(alive, request) if self.prefix_weight else None
-        scored = []
-        for b in alive:
-            if self.product:
-                score = 1.0
-                for scorer, weight in self.scorers:
-                    score *= scorer(b, request) ** weight
-            else:
-                score = sum(weight * scorer(b, request) for scorer, weight in self.scorers)
-            if affine == b.id:
-                score += self.prefix_weight
-            scored.append((b, score))
-        return self.picker(scored, rng)
+        scores = self._scores(alive, request)
+        if self.prefix_weight:
+            affine = prefix_affinity(alive, request)
+            scores = [s + self.prefix_weight if b.id == affine else s for b, s in zip(alive, scores, strict=True)]
+        return self.picker(list(zip(alive, scores, strict=True)), rng)
+
+    def _admit(self, backends: Sequence[Backend], request: RouteRequest) -> Sequence[Backend]:
+        """The backends that pass every filter, in their order (one pass per filter: no per-backend closure)."""
+        alive = backends
+        for f in self.filters:
+            alive = [b for b in alive if f(b, request)]
+        return alive
+
+    def _scores(self, alive: Sequence[Backend], request: RouteRequest) -> list[float]:
+        """Each backend's score, computed scorer by scorer; the arithmetic (and so every result) is the
+        per-backend sum or product of weighted scorers, in the same order."""
+        columns = [[scorer(b, request) for b in alive] for scorer, _ in self.scorers]
+        if self.product:
+            scores = [1.0] * len(alive)
+            for column, (_, weight) in zip(columns, self.scorers, strict=True):
+                if weight == 1.0:
+                    scores = [s * x for s, x in zip(scores, column, strict=True)]
+                else:
+                    scores = [s * x**weight for s, x in zip(scores, column, strict=True)]
+            return scores
+        weighted = [[weight * x for x in column] for column, (_, weight) in zip(columns, self.scorers, strict=True)]
+        if len(weighted) == 1:
+            return weighted[0]
+        return [sum(terms) for terms in zip(*weighted, strict=True)]
 
     @staticmethod
     def least_loaded() -> Policy:
