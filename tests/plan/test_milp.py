@@ -86,9 +86,27 @@ def test_failure_domains_spot_floor_and_zone_share() -> None:
     assert spread.routing[("w", 0)]["a"] <= 0.6 + 1e-9 and spread.groups.get("b") == 1
 
 
-def test_spot_capacity_is_discounted_for_preemption() -> None:
-    s = solve([_c("a", 1.0, 10.0, spot=True, interruption_rate=0.2)], DEMAND, Options(utilisation=1.0, mip_gap=0))
-    assert s.groups == {"a": 2}  # 10 / (10 x 0.8) > 1
+@pytest.mark.parametrize(
+    ("rate_per_hour", "recovery_s", "spot", "groups"),
+    [
+        (0.5, 120.0, True, 1),  # 0.5/h x 2 min: 1.7% of capacity lost; 10 / (12 x 0.983) < 1
+        (0.5, 1800.0, True, 2),  # 0.5/h x 30 min: 25% lost; 10 / (12 x 0.75) > 1
+        (1.0, 720.0, True, 2),  # 1/h x 12 min: 20% lost; 12 x 0.8 = 9.6 < 10
+        (0.5, 1800.0, False, 1),  # on demand is never discounted
+    ],
+)
+def test_spot_capacity_loses_the_hours_spent_recovering_from_interruptions(
+    rate_per_hour: float, recovery_s: float, spot: bool, groups: int
+) -> None:
+    a = _c("a", 1.0, 12.0, spot=spot, interruption_rate=rate_per_hour)
+    s = solve([a], DEMAND, Options(utilisation=1.0, recovery_s=recovery_s, mip_gap=0))
+    assert s.groups == {"a": groups}
+
+
+def test_a_spot_offer_that_is_always_recovering_serves_nothing() -> None:
+    a = _c("a", 1.0, 12.0, spot=True, interruption_rate=1.0)
+    s = solve([a, _c("b", 3.0, 12.0)], DEMAND, Options(utilisation=1.0, recovery_s=3600, mip_gap=0))
+    assert s.groups == {"b": 1}
 
 
 def test_a_hosted_api_takes_what_is_cheaper_per_request() -> None:

@@ -11,7 +11,15 @@ from flopex.catalog import load_catalog
 from flopex.economics import load_energy_table
 from flopex.errors import PlanError
 from flopex.perf import load_efficiency
-from flopex.plan import SpotPolicy, load_plan, make_plan, pareto
+from flopex.plan import (
+    SpotPolicy,
+    build_inputs,
+    effective_utilisation,
+    load_plan,
+    make_plan,
+    options_for,
+    pareto,
+)
 from flopex.workloads import AgentWorkload
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -113,3 +121,34 @@ def test_owned_servers_are_sunk_cost_up_to_their_capacity_and_a_site_power_budge
     limited = make_plan(budget, [many], catalog, EFF, ENERGY)
     assert limited.solution.usd_per_hour > plan.solution.usd_per_hour
     assert any(b.group == "power" for b in limited.binding)
+
+
+def test_interruption_rate_is_a_chance_per_hour_and_recovery_time_sizes_spot_groups(tmp_path: Path) -> None:
+    overlay = tmp_path / "spot.yaml"
+    overlay.write_text(
+        "offers:\n  - {provider: aws, region: us-east-1, instance_type: g6.xlarge, accelerator: L4,"
+        " accelerator_count: 1, market: spot, price_usd_per_hour: 0.3, interruption_rate: 0.3,"
+        " source: test, as_of: 2026-11-01}\n"
+    )
+    catalog = load_catalog([overlay])
+    spec, workloads = load_plan(EXAMPLES / "code-assistant.yaml")
+    spec = spec.model_copy(update={"spot": SpotPolicy(interruption_rate=0.02, recovery_s=600)})
+    inputs = build_inputs(workloads, catalog, EFF, ENERGY, spec)
+    options = options_for(spec, inputs)
+    ours = [c for c in inputs.candidates if c.offer == "aws/us-east-1/g6.xlarge/spot"]
+    others = [c for c in inputs.candidates if c.spot and c.offer != "aws/us-east-1/g6.xlarge/spot"]
+    assert ours and others
+    assert {c.interruption_rate for c in ours} == {0.3}  # the offer's own chance per hour, as the catalog says
+    assert {c.interruption_rate for c in others} == {0.02}  # the plan's default for offers that publish none
+    # 0.3 interruptions per hour x 10 minutes each = 5% of the capacity lost
+    assert effective_utilisation(ours[0], options) == pytest.approx(spec.utilisation * 0.95)
+    assert effective_utilisation(others[0], options) == pytest.approx(spec.utilisation * (1 - 0.02 / 6))
+    on_demand = next(c for c in inputs.candidates if not c.spot)
+    assert effective_utilisation(on_demand, options) == pytest.approx(spec.utilisation)
+
+
+def test_spot_recovery_time_is_checked_and_named(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("name: p\nworkloads: [x.yaml]\nspot: {recovery_s: 0}\n")
+    with pytest.raises(PlanError, match=r"spot\.recovery_s"):
+        load_plan(bad)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from flopex.plan._build import Inputs, build_inputs
 from flopex.plan._melange import MelangeInput, melange_result, read_melange, solve_melange
-from flopex.plan._milp import CONSTRAINT_GROUPS, Candidate, Demand, Hosted, Options, Solution, prune, solve
+from flopex.plan._milp import (
+    CONSTRAINT_GROUPS,
+    Candidate,
+    Demand,
+    Hosted,
+    Options,
+    Solution,
+    effective_utilisation,
+    prune,
+    solve,
+)
 from flopex.plan._plan import (
     PLAN_SCHEMA_VERSION,
     Binding,
@@ -34,6 +44,7 @@ __all__ = [
     "Solution",
     "SpotPolicy",
     "build_inputs",
+    "effective_utilisation",
     "load_plan",
     "make_plan",
     "melange_result",

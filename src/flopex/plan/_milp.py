@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from scipy.sparse import coo_array
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Options",
     "Solution",
     "carbons",
+    "effective_utilisation",
     "prune",
     "solve",
     "usable",
@@ -55,7 +56,7 @@ class Candidate:
     idle_kw: float = 0.0  # facility power of a group, idle
     busy_kw: float = 0.0  # facility power of a group at full load
     grid_g_per_kwh: float = 0.0
-    interruption_rate: float = 0.0  # expected share of spot capacity lost to preemption
+    interruption_rate: float = 0.0  # spot: the chance per hour that an instance is interrupted (the catalog's)
     power_known: bool = True  # False where the accelerator has no published TDP
 
     def domain(self, kind: str) -> str:
@@ -89,6 +90,7 @@ class Options:
     domain: Literal["region", "provider", "zone"] = "region"
     on_demand_floor: float = 0.0  # share of every slice served off spot
     max_zone_share: float = 1.0  # share of a workload's traffic one zone's spot capacity may carry
+    recovery_s: float = 120.0  # time to replace an interrupted spot instance (the simulator's default)
     whole: bool = False
     slice_factor: int = 1
     time_limit_s: float = 10.0
@@ -117,24 +119,6 @@ class Solution:
         return self.status in ("optimal", "time_limit")
 
 
-@dataclass
-class _Rows:
-    rows: list[int] = field(default_factory=list)
-    cols: list[int] = field(default_factory=list)
-    vals: list[float] = field(default_factory=list)
-    lb: list[float] = field(default_factory=list)
-    ub: list[float] = field(default_factory=list)
-
-    def add(self, terms: list[tuple[int, float]], lb: float, ub: float) -> None:
-        r = len(self.lb)
-        for col, val in terms:
-            self.rows.append(r)
-            self.cols.append(col)
-            self.vals.append(val)
-        self.lb.append(lb)
-        self.ub.append(ub)
-
-
 def carbons(options: Options) -> bool:
     """Whether carbon enters the problem (a price or a cap)."""
     return options.carbon_price_usd_per_t > 0 or (
@@ -148,6 +132,14 @@ def usable(c: Candidate, options: Options) -> bool:
         return True
     budget = c.site in options.power_budget_kw and "power" not in options.disabled
     return not carbons(options) and not budget
+
+
+def effective_utilisation(c: Candidate, options: Options) -> float:
+    """The load a group may carry, as a share of its SLO capacity: the utilisation target, less (for spot)
+    the expected share of capacity lost to interruptions: the chance per hour an instance is interrupted
+    x the hours it takes to replace it (`recovery_s`). At most all of it is lost."""
+    lost = min(1.0, c.interruption_rate * options.recovery_s / 3600) if c.spot else 0.0
+    return options.utilisation * (1 - lost)
 
 
 def prune(candidates: list[Candidate], options: Options) -> list[Candidate]:
@@ -262,167 +254,221 @@ def solve(
     return _solve(candidates, demands, options, hosted)
 
 
-def _solve(
-    candidates: list[Candidate], demands: list[Demand], options: Options, hosted: list[Hosted] | None = None
-) -> Solution:
-    start = time.perf_counter()
-    # a hosted API publishes no energy, so it cannot be shown to meet a carbon price or cap
-    hosted = [] if carbons(options) else (hosted or [])
+@dataclass
+class _Model:
+    """The MILP as it is built: columns (y per candidate first, then x per slice and target, then one binary
+    per failure domain), their costs and integrality, and sparse rows with bounds."""
 
-    def on(name: str) -> bool:
-        return name not in options.disabled
+    cands: list[Candidate]
+    hosted: list[Hosted]
+    slices: list[tuple[str, int, float]]  # (workload, bucket, rate)
+    cost: list[float] = field(default_factory=list)
+    integrality: list[int] = field(default_factory=list)
+    x_cols: list[tuple[int, int, int]] = field(default_factory=list)  # (slice, candidate or -1-hosted, column)
+    slice_cols: dict[int, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    load_terms: dict[int, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
+    carbon_terms: list[tuple[int, float]] = field(default_factory=list)
+    domain_cols: dict[tuple[str, str], int] = field(default_factory=dict)
+    y_ub: list[float] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    cols: list[int] = field(default_factory=list)
+    vals: list[float] = field(default_factory=list)
+    lb: list[float] = field(default_factory=list)
+    ub: list[float] = field(default_factory=list)
 
-    by_workload = {d.workload: d for d in demands}
-    served = [c for c in candidates if c.workload in by_workload and any(t > 0 for t in c.capacity)]
-    cands = prune([c for c in served if usable(c, options)], options)
-    n_y = len(cands)
-    col = n_y
-    # slices
-    slices: list[tuple[str, int, float]] = []  # (workload, bucket, rate)
+    def column(self, cost: float, integer: bool) -> int:
+        self.cost.append(cost)
+        self.integrality.append(1 if integer else 0)
+        return len(self.cost) - 1
+
+    def add(self, terms: list[tuple[int, float]], lb: float, ub: float) -> None:
+        r = len(self.lb)
+        for col, val in terms:
+            self.rows.append(r)
+            self.cols.append(col)
+            self.vals.append(val)
+        self.lb.append(lb)
+        self.ub.append(ub)
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        ints = sum(self.integrality)
+        return ints, len(self.cost) - ints, len(self.lb)
+
+
+def _slices(demands: list[Demand], options: Options) -> list[tuple[str, int, float]]:
+    out: list[tuple[str, int, float]] = []
     for d in demands:
         for b, rate in enumerate(d.rates):
             if rate > 0:
-                slices += [(d.workload, b, rate / options.slice_factor)] * options.slice_factor
-    x_cols: list[tuple[int, int, int]] = []  # (slice, candidate index or -1-hosted index, column)
-    cost = [c.usd_per_hour + options.carbon_price_usd_per_t * c.idle_kw * c.grid_g_per_kwh / 1e6 for c in cands]
-    integrality = [1] * n_y
-    carbon_terms: list[tuple[int, float]] = []
-    slice_cols: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    load_terms: dict[int, list[tuple[int, float]]] = defaultdict(list)
-    for s, (w, b, rate) in enumerate(slices):
-        for i, c in enumerate(cands):
+                out += [(d.workload, b, rate / options.slice_factor)] * options.slice_factor
+    return out
+
+
+def _columns(m: _Model, by_workload: Mapping[str, Demand], options: Options) -> None:
+    """y per candidate (idle carbon priced), x per (slice, candidate) with the carbon of the load it adds, x
+    per (slice, hosted API) at its price, and a binary per (workload, domain) where a minimum is asked."""
+    price = options.carbon_price_usd_per_t / 1e6  # $ per g
+    for c in m.cands:
+        m.column(c.usd_per_hour + price * c.idle_kw * c.grid_g_per_kwh, integer=True)
+    for s, (w, b, rate) in enumerate(m.slices):
+        for i, c in enumerate(m.cands):
             if c.workload != w or c.capacity[b] <= 0:
                 continue
             share = rate / c.capacity[b]  # groups at full load if all of the slice goes here
             extra_g = (c.busy_kw - c.idle_kw) * c.grid_g_per_kwh * share
-            cost.append(options.carbon_price_usd_per_t * extra_g / 1e6)
-            integrality.append(1 if options.whole else 0)
-            x_cols.append((s, i, col))
-            slice_cols[s].append((col, i))
-            load_terms[i].append((col, share))
-            carbon_terms.append((col, extra_g))
-            col += 1
-        for h, api in enumerate(hosted):
-            if api.workload != w:
-                continue
-            cost.append(api.usd_per_request[b] * rate * 3600)
-            integrality.append(1 if options.whole else 0)
-            x_cols.append((s, -1 - h, col))
-            slice_cols[s].append((col, -1 - h))
-            col += 1
-    carbon_terms += [(i, c.idle_kw * c.grid_g_per_kwh) for i, c in enumerate(cands)]
-    # failure domains: one binary per (workload, domain) where a minimum is asked
-    domain_cols: dict[tuple[str, str], int] = {}
-    if on("domains"):
-        for w, k in options.min_domains.items():
-            if k > 1 and w in by_workload:
-                for c in cands:
-                    if c.workload == w and (w, c.domain(options.domain)) not in domain_cols:
-                        domain_cols[(w, c.domain(options.domain))] = col
-                        cost.append(0.0)
-                        integrality.append(1)
-                        col += 1
-    n = col
-    rows = _Rows()
-    for s in range(len(slices)):  # every slice served
-        rows.add([(c, 1.0) for c, _ in slice_cols[s]], 1.0, 1.0)
-    y_ub = np.full(n_y, np.inf)
-    for i, c in enumerate(cands):  # load within capacity x utilisation (spot: less expected preemptions)
-        eff = options.utilisation * (1 - c.interruption_rate)
-        terms = load_terms.get(i, [])
-        rows.add([*terms, (i, -eff)], -np.inf, 0.0)
-        y_ub[i] = math.ceil(sum(v for _, v in terms) / eff + 1e-9) if terms else 0
-    if on("capacity"):
+            col = m.column(price * extra_g, integer=options.whole)
+            m.x_cols.append((s, i, col))
+            m.slice_cols[s].append((col, i))
+            m.load_terms[i].append((col, share))
+            m.carbon_terms.append((col, extra_g))
+        for h, api in enumerate(m.hosted):
+            if api.workload == w:
+                col = m.column(api.usd_per_request[b] * rate * 3600, integer=options.whole)
+                m.x_cols.append((s, -1 - h, col))
+                m.slice_cols[s].append((col, -1 - h))
+    m.carbon_terms += [(i, c.idle_kw * c.grid_g_per_kwh) for i, c in enumerate(m.cands)]
+    if "domains" in options.disabled:
+        return
+    for w, k in options.min_domains.items():
+        if k > 1 and w in by_workload:
+            for c in m.cands:
+                if c.workload == w and (w, c.domain(options.domain)) not in m.domain_cols:
+                    m.domain_cols[(w, c.domain(options.domain))] = m.column(0.0, integer=True)
+
+
+def _capacity_rows(m: _Model, options: Options) -> None:
+    """Every slice served; the load on a candidate within its groups x effective utilisation (which also
+    bounds its groups: never more than all the load it could take needs)."""
+    for s in range(len(m.slices)):
+        m.add([(col, 1.0) for col, _ in m.slice_cols[s]], 1.0, 1.0)
+    for i, c in enumerate(m.cands):
+        eff = effective_utilisation(c, options)
+        terms = m.load_terms.get(i, [])
+        m.add([*terms, (i, -eff)], -np.inf, 0.0)
+        m.y_ub.append(math.ceil(sum(v for _, v in terms) / eff + 1e-9) if terms else 0)
+
+
+def _limit_rows(m: _Model, options: Options) -> None:
+    """Instances per offer, power per site, and the carbon cap."""
+    if "capacity" not in options.disabled:
         per_offer: dict[str, list[int]] = defaultdict(list)
-        for i, c in enumerate(cands):
+        for i, c in enumerate(m.cands):
             if c.offer in options.offer_capacity:
                 per_offer[c.offer].append(i)
         for offer, idx in per_offer.items():
-            rows.add([(i, float(cands[i].instances)) for i in idx], 0.0, float(options.offer_capacity[offer]))
-    if on("power"):
+            m.add([(i, float(m.cands[i].instances)) for i in idx], 0.0, float(options.offer_capacity[offer]))
+    if "power" not in options.disabled:
         per_site: dict[str, list[int]] = defaultdict(list)
-        for i, c in enumerate(cands):
+        for i, c in enumerate(m.cands):
             if c.site in options.power_budget_kw:
                 per_site[c.site].append(i)
         for site, idx in per_site.items():
-            rows.add([(i, cands[i].busy_kw) for i in idx], 0.0, options.power_budget_kw[site])
-    if on("carbon") and options.carbon_cap_g_per_hour is not None:
-        rows.add(carbon_terms, 0.0, options.carbon_cap_g_per_hour)
-    if on("on_demand_floor") and options.on_demand_floor > 0:
-        for s in range(len(slices)):
-            firm = [(c, 1.0) for c, i in slice_cols[s] if i < 0 or not cands[i].spot]
-            rows.add(firm, options.on_demand_floor, np.inf)
-    if on("zone_share") and options.max_zone_share < 1:
-        for d in demands:
-            total = sum(d.rates)
-            zones: dict[str, list[tuple[int, float]]] = defaultdict(list)
-            for s_idx, i, c_col in x_cols:
-                w, _, rate = slices[s_idx]
-                if w == d.workload and i >= 0 and cands[i].spot:
-                    zones[cands[i].zone].append((c_col, rate))
-            for terms in zones.values():
-                rows.add(terms, -np.inf, options.max_zone_share * total)
-    for (w, dom), z in domain_cols.items():  # z = 1 only where the domain hosts a group
-        members = [(i, -1.0) for i, c in enumerate(cands) if c.workload == w and c.domain(options.domain) == dom]
-        rows.add([(z, 1.0), *members], -np.inf, 0.0)
+            m.add([(i, m.cands[i].busy_kw) for i in idx], 0.0, options.power_budget_kw[site])
+    if "carbon" not in options.disabled and options.carbon_cap_g_per_hour is not None:
+        m.add(m.carbon_terms, 0.0, options.carbon_cap_g_per_hour)
+
+
+def _spot_rows(m: _Model, demands: list[Demand], options: Options) -> None:
+    """The on-demand floor of every slice, and the cap on a workload's spot traffic per zone."""
+    if "on_demand_floor" not in options.disabled and options.on_demand_floor > 0:
+        for s in range(len(m.slices)):
+            firm = [(col, 1.0) for col, i in m.slice_cols[s] if i < 0 or not m.cands[i].spot]
+            m.add(firm, options.on_demand_floor, np.inf)
+    if "zone_share" in options.disabled or options.max_zone_share >= 1:
+        return
+    for d in demands:
+        zones: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for s, i, col in m.x_cols:
+            w, _, rate = m.slices[s]
+            if w == d.workload and i >= 0 and m.cands[i].spot:
+                zones[m.cands[i].zone].append((col, rate))
+        for terms in zones.values():
+            m.add(terms, -np.inf, options.max_zone_share * sum(d.rates))
+
+
+def _domain_rows(m: _Model, options: Options) -> None:
+    """A domain counts (its binary is 1) only where it hosts a group; each workload counts enough domains."""
+    for (w, dom), z in m.domain_cols.items():
+        members = [(i, -1.0) for i, c in enumerate(m.cands) if c.workload == w and c.domain(options.domain) == dom]
+        m.add([(z, 1.0), *members], -np.inf, 0.0)
     for w, k in options.min_domains.items():
-        zs = [(z, 1.0) for (ww, _), z in domain_cols.items() if ww == w]
+        zs = [(z, 1.0) for (ww, _), z in m.domain_cols.items() if ww == w]
         if zs:
-            rows.add(zs, float(k), np.inf)
-    lb = np.zeros(n)
+            m.add(zs, float(k), np.inf)
+
+
+def _run(m: _Model, options: Options) -> OptimizeResult:
+    n = len(m.cost)
     ub = np.full(n, 1.0)
-    ub[:n_y] = y_ub
+    ub[: len(m.cands)] = m.y_ub
     constraints = []
-    if rows.lb:
-        matrix = coo_array((rows.vals, (rows.rows, rows.cols)), shape=(len(rows.lb), n)).tocsr()
-        constraints.append(LinearConstraint(matrix, np.array(rows.lb), np.array(rows.ub)))
-    size = (sum(integrality), n - sum(integrality), len(rows.lb))
-    empty = Solution("infeasible", "", 0.0, 0.0, 0.0, 0.0, {}, {}, {}, 0.0, 0.0, 0.0, size)
-    if any(not slice_cols[s] for s in range(len(slices))):
-        w, b, _ = slices[next(s for s in range(len(slices)) if not slice_cols[s])]
-        label = by_workload[w].labels[b]
-        message = f"no candidate can serve {w} bucket {label} within its SLO"
-        return replace(empty, message=message, seconds=time.perf_counter() - start)
-    result = milp(
-        c=np.array(cost),
-        integrality=np.array(integrality),
-        bounds=Bounds(lb, ub),
+    if m.lb:
+        matrix = coo_array((m.vals, (m.rows, m.cols)), shape=(len(m.lb), n)).tocsr()
+        constraints.append(LinearConstraint(matrix, np.array(m.lb), np.array(m.ub)))
+    return milp(
+        c=np.array(m.cost),
+        integrality=np.array(m.integrality),
+        bounds=Bounds(np.zeros(n), ub),
         constraints=constraints,
-        options={"time_limit": options.time_limit_s, "mip_rel_gap": options.mip_gap, "presolve": True},
+        options={"time_limit": options.time_limit_s, "mip_rel_gap": options.mip_gap, "presolve": True, "disp": False},
     )
+
+
+def _solve(
+    candidates: list[Candidate], demands: list[Demand], options: Options, hosted: list[Hosted] | None = None
+) -> Solution:
+    start = time.perf_counter()
+    by_workload = {d.workload: d for d in demands}
+    served = [c for c in candidates if c.workload in by_workload and any(t > 0 for t in c.capacity)]
+    cands = prune([c for c in served if usable(c, options) and effective_utilisation(c, options) > 0], options)
+    # a hosted API publishes no energy, so it cannot be shown to meet a carbon price or cap
+    m = _Model(cands, [] if carbons(options) else (hosted or []), _slices(demands, options))
+    _columns(m, by_workload, options)
+    _capacity_rows(m, options)
+    _limit_rows(m, options)
+    _spot_rows(m, demands, options)
+    _domain_rows(m, options)
+    empty = Solution("infeasible", "", 0.0, 0.0, 0.0, 0.0, {}, {}, {}, 0.0, 0.0, 0.0, m.size)
+    unserved = next((s for s in range(len(m.slices)) if not m.slice_cols[s]), None)
+    if unserved is not None:
+        w, b, _ = m.slices[unserved]
+        message = f"no candidate can serve {w} bucket {by_workload[w].labels[b]} within its SLO"
+        return replace(empty, message=message, seconds=time.perf_counter() - start)
+    result = _run(m, options)
     seconds = time.perf_counter() - start
     if result.x is None:
         status: Literal["infeasible", "error"] = "infeasible" if result.status == 2 else "error"
         return replace(empty, status=status, message=str(result.message), seconds=seconds)
+    return _decode(m, result, by_workload, seconds)
+
+
+def _decode(m: _Model, result: OptimizeResult, by_workload: Mapping[str, Demand], seconds: float) -> Solution:
+    """Groups, routing shares, load, money, energy and carbon of a solved model."""
     x = result.x
-    groups = {cands[i].id: round(x[i]) for i in range(n_y) if round(x[i]) > 0}
+    groups = {c.id: round(x[i]) for i, c in enumerate(m.cands) if round(x[i]) > 0}
     routing: dict[tuple[str, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     load: dict[str, float] = defaultdict(float)
     hosted_usd = 0.0
-    for s_idx, i, c_col in x_cols:
-        share = x[c_col]
+    for s, i, col in m.x_cols:
+        share = x[col]
         if share <= 1e-9:
             continue
-        w, b, rate = slices[s_idx]
+        w, b, rate = m.slices[s]
         total = by_workload[w].rates[b]
         if i >= 0:
-            routing[(w, b)][cands[i].id] += share * rate / total
-            load[cands[i].id] += share * rate / cands[i].capacity[b]
+            routing[(w, b)][m.cands[i].id] += share * rate / total
+            load[m.cands[i].id] += share * rate / m.cands[i].capacity[b]
         else:
-            api = hosted[-1 - i]
+            api = m.hosted[-1 - i]
             routing[(w, b)][api.id] += share * rate / total
             hosted_usd += share * rate * 3600 * api.usd_per_request[b]
-    usd = sum(groups.get(c.id, 0) * c.usd_per_hour for c in cands) + hosted_usd
-    energy = sum(groups.get(c.id, 0) * c.idle_kw + (c.busy_kw - c.idle_kw) * load.get(c.id, 0.0) for c in cands)
-    carbon = sum(
-        (groups.get(c.id, 0) * c.idle_kw + (c.busy_kw - c.idle_kw) * load.get(c.id, 0.0)) * c.grid_g_per_kwh
-        for c in cands
-    )
+    kw = {c.id: groups.get(c.id, 0) * c.idle_kw + (c.busy_kw - c.idle_kw) * load.get(c.id, 0.0) for c in m.cands}
     gap = float(getattr(result, "mip_gap", 0.0) or 0.0)
     return Solution(
         status="optimal" if result.status == 0 else "time_limit",
         message=str(result.message),
-        usd_per_hour=usd,
+        usd_per_hour=sum(groups.get(c.id, 0) * c.usd_per_hour for c in m.cands) + hosted_usd,
         objective=float(result.fun),
         gap=gap,
         seconds=seconds,
@@ -430,7 +476,7 @@ def _solve(
         routing={k: dict(v) for k, v in routing.items()},
         load=dict(load),
         hosted_usd_per_hour=hosted_usd,
-        energy_kwh_per_hour=energy,
-        carbon_g_per_hour=carbon,
-        size=size,
+        energy_kwh_per_hour=sum(kw.values()),
+        carbon_g_per_hour=sum(kw[c.id] * c.grid_g_per_kwh for c in m.cands),
+        size=m.size,
     )

@@ -11,7 +11,7 @@ from flopex.catalog import Catalog
 from flopex.economics import EnergyTable
 from flopex.perf import Efficiency
 from flopex.plan._build import Inputs, build_inputs
-from flopex.plan._milp import Candidate, Options, Solution, solve
+from flopex.plan._milp import Candidate, Options, Solution, effective_utilisation, solve
 from flopex.plan._spec import PlanSpec
 from flopex.workloads import Workload
 
@@ -40,6 +40,7 @@ def options_for(spec: PlanSpec, inputs: Inputs) -> Options:
         domain=spec.failure_domain,
         on_demand_floor=spec.spot.on_demand_floor,
         max_zone_share=spec.spot.max_zone_share,
+        recovery_s=spec.spot.recovery_s,
         whole=spec.whole_assignment,
         slice_factor=spec.slice_factor,
         time_limit_s=spec.time_limit_s,
@@ -210,7 +211,10 @@ def _single_offer(inputs: Inputs, options: Options) -> tuple[float | None, dict[
             if c.workload != d.workload or any(t <= 0 for r, t in zip(d.rates, c.capacity, strict=True) if r > 0):
                 continue
             load = sum(r / t for r, t in zip(d.rates, c.capacity, strict=True) if r > 0)
-            groups = max(1, math.ceil(load / (options.utilisation * (1 - c.interruption_rate)) - 1e-9))
+            eff = effective_utilisation(c, options)
+            if eff <= 0:
+                continue
+            groups = max(1, math.ceil(load / eff - 1e-9))
             cap = options.offer_capacity.get(c.offer)
             if cap is not None and groups * c.instances > cap:
                 continue

@@ -21,8 +21,15 @@ class SpotPolicy(BaseModel):
     on_demand_floor: float = Field(0.0, ge=0, le=1, description="share of every bucket served off spot")
     max_zone_share: float = Field(1.0, gt=0, le=1, description="share of a workload one zone's spot may carry")
     interruption_rate: float = Field(
-        0.05, ge=0, lt=1, description="expected share of spot capacity lost to preemption where the offer has none"
-    )
+        0.05, ge=0, le=1,
+        description="chance per hour that a spot instance is interrupted, for offers that publish none (the catalog's"
+        " meaning)",
+    )  # fmt: skip
+    recovery_s: PositiveFloat = Field(
+        120.0, le=3600,
+        description="seconds an interrupted spot instance serves nothing until it is replaced; a spot group is"
+        " sized for utilisation x (1 - interruption_rate x recovery_s / 3600)",
+    )  # fmt: skip
 
 
 class Profile(BaseModel):
