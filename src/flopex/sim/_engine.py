@@ -7,7 +7,8 @@ performance model (`Replica.step`). A global router (`flopex.routing`) places ea
 events that change a batch (an arrival, a prompt to prefill, a sequence finishing) a replica's decode steps
 are identical but for context growth, so they are advanced together, timed at the mid-point context: this
 is what makes an hour of traffic take seconds. Routing looks only at the replicas that serve the request's
-workload, through snapshots rebuilt only when a replica changes.
+workload, through one list of snapshots per workload in which only the replicas that changed since the last
+arrival are replaced.
 
 Pure: requests, replicas and options in; results out; progress reported through a callback.
 """
@@ -83,7 +84,7 @@ class _Seq(Seq):
 class _ReplicaState:
     __slots__ = (
         "spec", "engine", "busy_until", "up", "busy_s", "energy_j", "queue_area", "last_t", "served", "epoch",
-        "inflight", "_snapshot",
+        "inflight", "slots", "_snapshot",
     )  # fmt: skip
 
     def __init__(self, spec: SimReplica) -> None:
@@ -98,6 +99,7 @@ class _ReplicaState:
         self.served = 0
         self.epoch = 0  # bumped when a scheduled step end is cancelled (a fault, a truncated run of decode steps)
         self.inflight: tuple[float, int, float] | None = None  # decode steps under way: (start, steps, step time)
+        self.slots: list[tuple[list[Backend], int]] = []  # where its snapshot sits in the routing pools
         self._snapshot: Backend | None = None
 
     def snapshot(self) -> Backend:
@@ -111,8 +113,11 @@ class _ReplicaState:
             )  # fmt: skip
         return self._snapshot
 
-    def touch(self) -> None:
+    def touch(self) -> bool:
+        """Forget the snapshot; True when it was current (the replica has just gone stale)."""
+        fresh = self._snapshot is not None
         self._snapshot = None
+        return fresh
 
 
 @dataclass(frozen=True)
@@ -176,10 +181,13 @@ class _Sim:
         self.rng = random.Random(options.seed)
         self.states = {r.id: _ReplicaState(r) for r in replicas}
         self.order = list(self.states.values())
-        self.serving: dict[str, list[_ReplicaState]] = {}
+        self.pools: dict[str, list[Backend]] = {}  # workload -> snapshots of the replicas that serve it
         for st in self.order:
-            for w in st.spec.workloads:
-                self.serving.setdefault(w, []).append(st)
+            for w in sorted(st.spec.workloads):
+                pool = self.pools.setdefault(w, [])
+                st.slots.append((pool, len(pool)))
+                pool.append(st.snapshot())
+        self.stale: list[_ReplicaState] = []  # replicas changed since their snapshots were last put in the pools
         self.events: list[tuple[float, int, int, str, int]] = []  # (time, priority, counter, replica, epoch)
         self.counter = 0
         self.arrivals = sorted(requests, key=lambda r: (r.arrival, r.id))
@@ -222,14 +230,26 @@ class _Sim:
             self.series_acc[st.spec.id].setdefault(minute, [0.0, 0.0])[0] += queued * dt
             st.last_t = now
 
+    def touch(self, st: _ReplicaState) -> None:
+        """The replica changed: its snapshot is rebuilt, and replaced in the pools, at the next routing."""
+        if st.touch():
+            self.stale.append(st)
+
+    def _refresh(self) -> None:
+        for st in self.stale:
+            snapshot = st.snapshot()
+            for pool, i in st.slots:
+                pool[i] = snapshot
+        self.stale.clear()
+
     def route(self, seq: _Seq, now: float) -> None:
         req = seq.req
-        serving = self.serving.get(req.workload, [])
-        backend = self.options.policy.route(
-            [s.snapshot() for s in serving], RouteRequest(req.workload, req.bucket, req.input_tokens), self.rng
-        )
+        if self.stale:
+            self._refresh()
+        pool = self.pools.get(req.workload, [])
+        backend = self.options.policy.route(pool, RouteRequest(req.workload, req.bucket, req.input_tokens), self.rng)
         if backend is None:
-            if serving:
+            if pool:
                 self.parked.append(seq)  # every replica that serves it is down: wait at the router
                 return
             self.in_system -= 1
@@ -243,13 +263,13 @@ class _Sim:
         self.sample(st, now)
         self._settle(st, now)
         st.engine.add(seq)
-        st.touch()
+        self.touch(st)
         if st.busy_until < now:
             self.start_step(st, now)
 
     def start_step(self, st: _ReplicaState, now: float) -> None:
         engine = st.engine
-        st.touch()
+        self.touch(st)
         step = engine.next_step()
         if step is None:
             st.busy_until = -1.0
@@ -291,7 +311,7 @@ class _Sim:
         for seq, at in st.engine.advance(k):
             assert isinstance(seq, _Seq)
             self._finish(st, seq, max(start + at * t, seq.first_token))
-        st.touch()
+        self.touch(st)
 
     def _settle(self, st: _ReplicaState, now: float) -> None:
         """Apply a run of decode steps up to the step under way at `now` (an arrival changes the batch)."""
@@ -334,7 +354,7 @@ class _Sim:
             assert isinstance(seq, _Seq)
             seq.first_token = -1.0
             self.pending.append(seq)
-        st.touch()
+        self.touch(st)
         st.busy_until = -1.0
         self.spot_log.append((now, st.spec.id, len(moved)))
         self.push(now + fault.duration, 2, st.spec.id, -1)
@@ -344,7 +364,7 @@ class _Sim:
         st = self.states[rid]
         if prio == 2:  # back up: what waited at the router is routed again
             st.up = True
-            st.touch()
+            self.touch(st)
             self.pending.extend(self.parked)
             self.parked.clear()
             return
