@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 
-from flopex.routing import Backend, Policy, RouteRequest
+import pytest
+
+from flopex.routing import Backend, Policy, RouteRequest, pick_best
 
 REQ = RouteRequest("chat", 0, 100)
 
@@ -37,3 +39,21 @@ def test_plan_weighted_follows_the_plan_shares() -> None:
     # a backend the plan gives nothing never gets the bucket while another has a share
     c = _b("c", shares={("chat", 1): 1.0})
     assert all(Policy.plan_weighted().route([a, c], REQ, rng) is a for _ in range(200))
+
+
+@pytest.mark.parametrize(
+    ("scored", "best"),
+    [
+        ([("a", 1.0), ("ab", 1.0)], "a"),  # a prefix sorts first in plain string order
+        ([("ab", 1.0), ("a", 1.0)], "a"),
+        ([("r10", 0.5), ("r1", 0.5), ("r2", 0.5)], "r1"),
+        ([("B", 0.0), ("a", 0.0)], "B"),  # code-point order: upper case before lower case
+        ([("b", 0.2), ("a", 0.1)], "b"),  # no tie: the higher score whatever its id
+        ([("z", -1.0), ("y", -2.0), ("x", -1.0)], "x"),
+        ([("only", 0.0)], "only"),
+    ],
+)
+def test_pick_best_takes_the_highest_score_and_breaks_ties_by_lowest_id(
+    scored: list[tuple[str, float]], best: str
+) -> None:
+    assert pick_best([(_b(bid), s) for bid, s in scored], random.Random(0)).id == best

@@ -11,7 +11,7 @@ import random
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 __all__ = [
     "Backend",
@@ -78,6 +78,7 @@ Scorer = Callable[[Backend, RouteRequest], float]
 Picker = Callable[[Sequence[tuple[Backend, float]], random.Random], Backend]
 
 _score = itemgetter(1)
+_id = attrgetter("id")
 
 
 def serves(b: Backend, r: RouteRequest) -> bool:
@@ -134,10 +135,10 @@ def within_slo(b: Backend, r: RouteRequest) -> bool:
 
 
 def pick_best(scored: Sequence[tuple[Backend, float]], rng: random.Random) -> Backend:
-    """The highest score; ties go to the lowest id (deterministic)."""
+    """The highest score; ties go to the lowest id in plain string order (deterministic: `a` before `ab`)."""
     top = max(scored, key=_score)[1]
     best = [b for b, s in scored if s == top]
-    return best[0] if len(best) == 1 else max(best, key=lambda b: tuple(-ord(ch) for ch in b.id))
+    return best[0] if len(best) == 1 else min(best, key=_id)
 
 
 def pick_two(scored: Sequence[tuple[Backend, float]], rng: random.Random) -> Backend:
