@@ -12,6 +12,11 @@ from flopex.economics import load_energy_table
 from flopex.errors import PlanError
 from flopex.perf import load_efficiency
 from flopex.plan import (
+    Candidate,
+    Demand,
+    Hosted,
+    Inputs,
+    PlanSpec,
     SpotPolicy,
     build_inputs,
     effective_utilisation,
@@ -20,7 +25,7 @@ from flopex.plan import (
     options_for,
     pareto,
 )
-from flopex.workloads import AgentWorkload
+from flopex.workloads import AgentWorkload, Workload
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CATALOG = load_catalog()
@@ -152,3 +157,30 @@ def test_spot_recovery_time_is_checked_and_named(tmp_path: Path) -> None:
     bad.write_text("name: p\nworkloads: [x.yaml]\nspot: {recovery_s: 0}\n")
     with pytest.raises(PlanError, match=r"spot\.recovery_s"):
         load_plan(bad)
+
+
+def _two_workloads_of_one_model() -> list[Workload]:
+    _, (w,) = load_plan(EXAMPLES / "code-assistant.yaml")
+    return [w.model_copy(update={"name": "a"}), w.model_copy(update={"name": "b"})]
+
+
+def test_a_hosted_api_shared_by_two_workloads_is_priced_per_workload() -> None:
+    workloads = _two_workloads_of_one_model()
+    inputs = Inputs(
+        candidates=[Candidate(f"{w}|gpu|fp8|x1", w, "gpu", "gpu", 50.0, (10.0,)) for w in "ab"],
+        demands=[Demand("a", (2.0,), ("short",)), Demand("b", (5.0,), ("long",))],
+        hosted=[Hosted("api", "a", (0.0001,)), Hosted("api", "b", (0.002,))],  # the same API, per-bucket prices
+        offer_capacity={}, units={"a": "requests/s", "b": "requests/s"}, output_tokens={"a": (30.0,), "b": (300.0,)},
+        skipped=[],
+    )  # fmt: skip
+    spec = PlanSpec(name="shared", workloads=["a", "b"])
+    j = make_plan(spec, workloads, CATALOG, EFF, ENERGY, explain=False, inputs=inputs).to_json()
+    by_workload = {line["workload"]: line["usd_per_hour"] for line in j["fleet"] if line["candidate"] == "api"}
+    # by hand: 2 req/s x 3600 s x $0.0001 = $0.72/h; 5 req/s x 3600 s x $0.002 = $36/h (cheaper than a $50 GPU)
+    assert by_workload == {"a": pytest.approx(0.72), "b": pytest.approx(36.0)}
+    assert j["usd_per_hour"] == pytest.approx(36.72)
+    assert sum(line["usd_per_hour"] for line in j["fleet"]) == pytest.approx(j["usd_per_hour"])
+    assert {w["name"]: w["usd_per_hour"] for w in j["workloads"]} == {
+        "a": pytest.approx(0.72),
+        "b": pytest.approx(36.0),
+    }

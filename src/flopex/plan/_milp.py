@@ -446,12 +446,12 @@ def _solve(
 def _decode(m: _Model, result: OptimizeResult, by_workload: Mapping[str, Demand], seconds: float) -> Solution:
     """Groups, routing shares, load, money, energy and carbon of a solved model."""
     x = result.x
-    groups = {c.id: round(x[i]) for i, c in enumerate(m.cands) if round(x[i]) > 0}
+    groups = {c.id: round(float(x[i])) for i, c in enumerate(m.cands) if round(float(x[i])) > 0}
     routing: dict[tuple[str, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     load: dict[str, float] = defaultdict(float)
     hosted_usd = 0.0
     for s, i, col in m.x_cols:
-        share = x[col]
+        share = float(x[col])
         if share <= 1e-9:
             continue
         w, b, rate = m.slices[s]

@@ -74,25 +74,20 @@ class Plan:
     def _cands(self) -> dict[str, Candidate]:
         return {c.id: c for c in self.inputs.candidates}
 
-    def hosted_usd_per_hour(self, hosted_id: str) -> float:
-        api = next(h for h in self.inputs.hosted if h.id == hosted_id)
-        demand = next(d for d in self.inputs.demands if d.workload == api.workload)
+    def hosted_usd_per_hour(self, hosted_id: str, workload: str) -> float:
+        """What one workload spends on one hosted API (an API shared by workloads is priced per workload,
+        since each sends its own requests at its own prices per bucket)."""
+        api = next(h for h in self.inputs.hosted if h.id == hosted_id and h.workload == workload)
+        demand = next(d for d in self.inputs.demands if d.workload == workload)
         return sum(
-            self.solution.routing.get((api.workload, b), {}).get(api.id, 0.0) * rate * 3600 * api.usd_per_request[b]
+            self.solution.routing.get((workload, b), {}).get(api.id, 0.0) * rate * 3600 * api.usd_per_request[b]
             for b, rate in enumerate(demand.rates)
         )
 
     def workload_usd_per_hour(self, name: str) -> float:
         cands = self._cands()
         own = sum(n * cands[c].usd_per_hour for c, n in self.solution.groups.items() if cands[c].workload == name)
-        hosted = 0.0
-        demand = next(d for d in self.inputs.demands if d.workload == name)
-        prices = {h.id: h for h in self.inputs.hosted if h.workload == name}
-        for b, rate in enumerate(demand.rates):
-            for target, share in self.solution.routing.get((name, b), {}).items():
-                if target in prices:
-                    hosted += share * rate * 3600 * prices[target].usd_per_request[b]
-        return own + hosted
+        return own + sum(self.hosted_usd_per_hour(h.id, name) for h in self.inputs.hosted if h.workload == name)
 
     def to_json(self) -> dict[str, Any]:
         s = self.solution
@@ -110,11 +105,12 @@ class Plan:
                 "utilisation": load / n, "slo_headroom": max(0.0, 1 - load / n),
                 "power_kw": kw, "carbon_kg_per_hour": None if kw is None else kw * c.grid_g_per_kwh / 1000,
             })  # fmt: skip
-        for h in self.inputs.hosted:
-            usd = self.hosted_usd_per_hour(h.id)
+        for h in self.inputs.hosted:  # one line per (API, workload): each workload pays its own requests
+            usd = self.hosted_usd_per_hour(h.id, h.workload)
             if usd > 0:
                 fleet.append({
-                    "candidate": h.id, "workload": h.workload, "offer": h.id, "config": "hosted API, per token",
+                    "candidate": h.id, "workload": h.workload, "model": models[h.workload], "offer": h.id,
+                    "config": "hosted API, per token",
                     "groups": 0, "instances": 0, "spot": False, "usd_per_hour": usd, "utilisation": None,
                     "slo_headroom": None, "power_kw": None, "carbon_kg_per_hour": None,
                 })  # fmt: skip
