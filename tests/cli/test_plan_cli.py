@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 from tests.cli.test_cli import run
 
@@ -51,3 +55,35 @@ def test_bad_inputs() -> None:
     assert code == 2 and "flopex quote" in out
     code, out = run("plan", str(ROOT / "examples" / "fleet-plan.yaml"), "--pareto", "cost,latency")
     assert code == 2 and "cost,carbon" in out
+
+
+NOISY_SOLVER = """
+import ctypes, sys
+import flopex.plan._milp as milp_module
+from flopex.cli import main
+
+real = milp_module.milp
+libc = ctypes.CDLL(None)
+
+
+def noisy(*args, **kwargs):  # HiGHS writes some lines with C printf, past Python's sys.stdout
+    libc.printf(b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\\n")
+    return real(*args, **kwargs)
+
+
+milp_module.milp = noisy
+sys.argv = ["flopex", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="C printf through ctypes.CDLL(None) is POSIX")
+def test_solver_output_written_in_c_never_reaches_stdout() -> None:
+    plan = ROOT / "examples" / "enterprise-chat-70b.yaml"
+    done = subprocess.run(
+        [sys.executable, "-c", NOISY_SOLVER, "plan", str(plan), "--json"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)  # nothing but the plan document
+    assert data["status"] in ("optimal", "time_limit")
+    assert "HighsMipSolverData" not in done.stdout

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +39,31 @@ from flopex.plan import (
 )
 
 __all__ = ["plan_command"]
+
+
+def _flush_c_stdout() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to reach (not POSIX): nothing buffered there
+        pass
+
+
+@contextmanager
+def _solver_quiet() -> Iterator[None]:
+    """While the solver runs, file descriptor 1 points at the null device: HiGHS writes some lines with C
+    printf, past Python's sys.stdout and whatever options say, and one such line would corrupt `--json`.
+    C's own buffer is flushed before fd 1 comes back, so nothing it held leaks out at exit."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        yield
+    finally:
+        _flush_c_stdout()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
 def _summary(plan: Plan) -> None:
@@ -146,7 +176,9 @@ def plan_command(
     if melange is not None:
         try:
             spec = read_melange(melange)
-            print_json(melange_result(spec, solve_melange(spec, time_limit or 10.0)))
+            with _solver_quiet():
+                solution = solve_melange(spec, time_limit or 10.0)
+            print_json(melange_result(spec, solution))
         except FlopexError as exc:
             fail(str(exc))
         return
@@ -167,10 +199,10 @@ def plan_command(
         if whole:
             overrides["whole_assignment"] = True
         spec_ = spec_.model_copy(update=overrides)
-        plan = make_plan(
-            spec_, workloads, catalog_for(catalog, quiet=True), efficiency_for(calibration), load_energy_table()
-        )
-        front = pareto(plan) if pareto_axes else None
+        inputs = (catalog_for(catalog, quiet=True), efficiency_for(calibration), load_energy_table())
+        with _solver_quiet():
+            plan = make_plan(spec_, workloads, *inputs)
+            front = pareto(plan) if pareto_axes else None
     except FlopexError as exc:
         fail(str(exc))
     if json:
