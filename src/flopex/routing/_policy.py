@@ -1,16 +1,20 @@
 """Request routing: Filter -> Scorer -> Picker over an immutable snapshot of the backends.
 
 The simulator and the gateway both route with this code. A policy filters the backends that may take a
-request, scores the survivors (a weighted sum of scorers), and picks one. Pure: the snapshot and the request
-in, a backend id out; randomness comes from the `random.Random` the caller passes (seeded in simulation).
+request, scores the survivors (a weighted sum of scorers), and picks one. For large pools it may score only a
+few survivors drawn at random by prior weight (`Policy.sample`: power-of-k choices), so that the cost of a
+request does not grow with the pool. Pure: the snapshot and the request in, a backend id out; randomness
+comes from the `random.Random` the caller passes (seeded in simulation).
 """
 
 from __future__ import annotations
 
 import random
 import zlib
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from operator import attrgetter, itemgetter
 
 __all__ = [
@@ -79,6 +83,7 @@ Picker = Callable[[Sequence[tuple[Backend, float]], random.Random], Backend]
 
 _score = itemgetter(1)
 _id = attrgetter("id")
+_weight = attrgetter("weight")
 
 
 def serves(b: Backend, r: RouteRequest) -> bool:
@@ -170,26 +175,82 @@ def pick_weighted(scored: Sequence[tuple[Backend, float]], rng: random.Random) -
     return scored[-1][0]
 
 
+def _draw(
+    pool: Sequence[Backend], k: int, rng: random.Random, filters: Sequence[Filter], request: RouteRequest
+) -> list[Backend]:
+    """Up to `k` backends of `pool` that pass `filters`, drawn at random without replacement in proportion to
+    their prior weight (uniformly when the weights are all equal; one of weight 0 only when no other is left).
+
+    Only the backends drawn are filtered, so when most pass this costs O(k) calls whatever the pool's size
+    (plus one pass in C over the weights). When draws keep landing on backends already drawn or filtered out,
+    the rest are drawn from one filtered pass over those not yet drawn: the same distribution either way.
+    """
+    n = len(pool)
+    weights = list(map(_weight, pool))
+    cum = None if weights.count(weights[0]) == n else list(accumulate(w if w > 0.0 else 0.0 for w in weights))
+    if cum is not None and cum[-1] <= 0.0:
+        cum = None
+    chosen: list[Backend] = []
+    seen: set[int] = set()
+    for _ in range(4 * k + 8):
+        i = rng.randrange(n) if cum is None else bisect_right(cum, rng.random() * cum[-1])
+        if i >= n or i in seen:
+            continue
+        seen.add(i)
+        if all(f(pool[i], request) for f in filters):
+            chosen.append(pool[i])
+            if len(chosen) == k:
+                return chosen
+        if len(seen) == n:
+            return chosen
+    rest = [b for i, b in enumerate(pool) if i not in seen and all(f(b, request) for f in filters)]
+    while len(chosen) < k and rest:
+        ws = [w if w > 0.0 else 0.0 for w in map(_weight, rest)] if cum is not None else []
+        j = rng.choices(range(len(rest)), weights=ws)[0] if sum(ws) > 0.0 else rng.randrange(len(rest))
+        chosen.append(rest.pop(j))
+    return chosen
+
+
 @dataclass(frozen=True)
 class Policy:
-    """Filters (all must pass), scorers with weights (summed, or multiplied when `product`), a picker."""
+    """Filters (all must pass), scorers with weights (summed, or multiplied when `product`), a picker.
+
+    `sample` > 0 scores only that many of the backends that pass the filters, drawn at random in proportion
+    to their prior weight (`Backend.weight`): with `pick_best`, power-of-k choices. 0 scores every one.
+    """
 
     filters: tuple[Filter, ...] = (serves, healthy)
     scorers: tuple[tuple[Scorer, float], ...] = ((least_load, 1.0),)
     picker: Picker = pick_best
     product: bool = False
     prefix_weight: float = 0.0  # bonus for the backend a prompt prefix hashes to
+    sample: int = 0  # score only this many backends, drawn by prior weight (0: all of them)
 
     def route(self, backends: Sequence[Backend], request: RouteRequest, rng: random.Random) -> Backend | None:
         """The chosen backend, or None when no backend passes the filters."""
-        alive = self._admit(backends, request)
+        alive, affine = self._candidates(backends, request, rng)
         if not alive:
             return None
         scores = self._scores(alive, request)
-        if self.prefix_weight:
-            affine = prefix_affinity(alive, request)
+        if affine is not None:
             scores = [s + self.prefix_weight if b.id == affine else s for b, s in zip(alive, scores, strict=True)]
         return self.picker(list(zip(alive, scores, strict=True)), rng)
+
+    def _candidates(
+        self, backends: Sequence[Backend], request: RouteRequest, rng: random.Random
+    ) -> tuple[Sequence[Backend], str | None]:
+        """The backends to score, and the one the request's prompt prefix hashes to (None without affinity)."""
+        k = self.sample
+        if 0 < k < len(backends) and not self.prefix_weight:
+            return _draw(backends, k, rng, self.filters, request), None
+        alive = self._admit(backends, request)
+        affine = prefix_affinity(alive, request) if self.prefix_weight else None
+        if 0 < k < len(alive):  # affinity hashes over every backend that passes; its backend is always scored
+            drawn = _draw(alive, k, rng, (), request)
+            if affine is not None and all(b.id != affine for b in drawn):
+                drawn.extend(b for b in alive if b.id == affine)
+            return drawn, affine
+        return alive, affine
 
     def _admit(self, backends: Sequence[Backend], request: RouteRequest) -> Sequence[Backend]:
         """The backends that pass every filter, in their order (one pass per filter: no per-backend closure)."""
