@@ -1,9 +1,11 @@
 """How fast flopex simulates: requests per wall-clock second and the real-time factor.
 
 Replays the Azure LLM inference conversation trace (19,366 requests over an hour; ../shared/data/traces/,
-CC-BY) against fleets of 1 to 64 identical replicas (Llama 3.1 8B FP8 on one H100 each, routed by least
-load), at trace scales that keep each fleet loaded. Falls back to a synthetic Poisson hour at the trace's rate
-when the trace is not checked out beside the project.
+CC-BY) against fleets of 1 to 256 identical replicas (Llama 3.1 8B FP8 on one H100 each, routed by least load),
+at trace scales that keep each fleet loaded and at the trace's own rate (where most replicas idle, so the
+cost of routing each arrival over the fleet shows), once more with power-of-two choices (`Policy(sample=2)`:
+two replicas drawn, the emptier taken). Wall and CPU seconds of the `simulate` call. Falls back to a
+synthetic Poisson hour at the trace's rate when the trace is not checked out beside the project.
 
 Peer: Vidur (microsoft/vidur, PyPI 0.0.26) downloads its profiling data from a model hub at run time, so it
 cannot run on these offline machines; its paper reports simulating large deployments orders of magnitude
@@ -51,21 +53,25 @@ def main() -> None:
         rows = []
         source = "synthetic Poisson hour at 5.4 requests/s (trace not found)"
     table = Table(title=f"flopex simulate speed: {source}, Llama 3.1 8B FP8 on 1 x H100 per replica")
-    for col in ("replicas", "trace scale", "requests", "simulated s", "wall s", "requests/s", "real-time factor",
-                "engine steps"):  # fmt: skip
+    for col in ("replicas", "trace scale", "routing", "requests", "simulated s", "wall s", "CPU s", "requests/s",
+                "real-time factor", "engine steps"):  # fmt: skip
         table.add_column(col, justify="right")
-    for replicas, scale in ((1, 1.0), (4, 4.0), (4, 1.0), (16, 16.0), (64, 64.0)):
+    least, two = ("least load", Policy.least_loaded()), ("least of 2 drawn", Policy(sample=2))
+    for replicas, scale, (name, policy) in (
+        (1, 1.0, least), (4, 4.0, least), (4, 1.0, least), (16, 16.0, least), (64, 64.0, least), (64, 1.0, least),
+        (256, 1.0, least), (256, 1.0, two),
+    ):  # fmt: skip
         if rows:
             reqs = requests_from_trace(rows, "chat", buckets, rate_scale=scale)
         else:
             reqs = generate("poisson", 5.4 * scale, 3600 / scale, "chat", buckets, random.Random(1))
         fleet = [SimReplica(f"r{i}", "g", frozenset({"chat"}), model, {}) for i in range(replicas)]
-        start = time.perf_counter()
-        result = simulate(reqs, fleet, SimOptions(seed=1, policy=Policy.least_loaded()))
-        wall = time.perf_counter() - start
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = simulate(reqs, fleet, SimOptions(seed=1, policy=policy))
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         table.add_row(
-            str(replicas), f"{scale:g}x", f"{len(reqs):,}", f"{result.horizon_s:,.0f}", f"{wall:.2f}",
-            f"{len(reqs) / wall:,.0f}", f"{result.horizon_s / wall:,.0f}x", f"{result.steps:,}",
+            str(replicas), f"{scale:g}x", name, f"{len(reqs):,}", f"{result.horizon_s:,.0f}", f"{wall:.2f}",
+            f"{cpu:.2f}", f"{len(reqs) / wall:,.0f}", f"{result.horizon_s / wall:,.0f}x", f"{result.steps:,}",
         )  # fmt: skip
     console = Console(width=150)
     console.print(table)
