@@ -132,6 +132,7 @@ def test_sample_scores_that_many_distinct_backends_that_pass_the_filters(
         ((5, 0, 0), {0}, (0.0, 0.5, 0.5)),  # weight 0 when every other backend is filtered out
         ((2, 1, 1), {0}, (0.0, 0.5, 0.5)),  # in proportion among those that pass
         ((1, -1, 1), set(), (0.5, 0.0, 0.5)),  # a negative prior counts as 0
+        ((0, -1, 0), set(), (1 / 3, 1 / 3, 1 / 3)),  # ... so when none is positive, uniform
     ],
 )
 def test_sample_draws_in_proportion_to_the_prior_weight(
