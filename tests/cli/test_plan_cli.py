@@ -87,3 +87,11 @@ def test_solver_output_written_in_c_never_reaches_stdout() -> None:
     data = json.loads(done.stdout)  # nothing but the plan document
     assert data["status"] in ("optimal", "time_limit")
     assert "HighsMipSolverData" not in done.stdout
+
+
+def test_a_loose_carbon_cap_is_not_blamed_for_what_leaving_out_unknown_power_costs() -> None:
+    plan = str(ROOT / "examples" / "enterprise-chat-70b.yaml")
+    code, out = run("plan", plan, "--carbon-cap-kg-per-hour", "1000")  # far above what any fleet here emits
+    assert code == 0, out
+    assert "Binding: the carbon cap" not in out
+    assert "excluded because carbon is capped: costs $" in out

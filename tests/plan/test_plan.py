@@ -115,7 +115,7 @@ def test_owned_servers_are_sunk_cost_up_to_their_capacity_and_a_site_power_budge
     many = workloads[0].model_copy(
         update={"traffic": workloads[0].traffic.model_copy(update={"concurrent_sessions": 3000})}
     )
-    sunk = spec.model_copy(update={"sunk_cost": ("owned",)})
+    sunk = spec.model_copy(update={"sunk_cost": ("owned",), "mip_gap": 0.0})  # exact: a 1% gap may leave one idle
     plan = make_plan(sunk, [many], catalog, EFF, ENERGY)
     cands = {c.id: c for c in plan.inputs.candidates}
     on_owned = sum(n * cands[c].instances for c, n in plan.solution.groups.items() if cands[c].offer == owned[0].id)
@@ -184,3 +184,59 @@ def test_a_hosted_api_shared_by_two_workloads_is_priced_per_workload() -> None:
         "a": pytest.approx(0.72),
         "b": pytest.approx(36.0),
     }
+
+
+def _carbon_inputs() -> Inputs:
+    """10 req/s: a dirty GPU ($1/h, 800 g/kWh), a clean one ($3/h, 50 g/kWh, one instance of 6 req/s), and a
+    cheaper accelerator that publishes no power ($0.50/h)."""
+    dirty = Candidate("a|dirty|fp8|x1", "a", "dirty", "dirty", 1.0, (10.0,), busy_kw=10.0, grid_g_per_kwh=800.0)
+    clean = Candidate("a|clean|fp8|x1", "a", "clean", "clean", 3.0, (6.0,), busy_kw=10.0, grid_g_per_kwh=50.0)
+    dark = Candidate("a|dark|fp8|x1", "a", "dark", "dark", 0.5, (10.0,), power_known=False)
+    return Inputs(
+        [dirty, clean, dark],
+        [Demand("a", (10.0,), ("all",))],
+        [],
+        {"clean": 1},
+        {"a": "requests/s"},
+        {"a": (30.0,)},
+        [],
+    )
+
+
+def _explained(cap_kg_per_hour: float) -> dict[str, tuple[float | None, float | None, str]]:
+    spec = PlanSpec(name="c", workloads=["a"], utilisation=1.0, carbon_cap_kg_per_hour=cap_kg_per_hour, mip_gap=0)
+    plan = make_plan(spec, _two_workloads_of_one_model()[:1], CATALOG, EFF, ENERGY, inputs=_carbon_inputs())
+    j = plan.to_json()
+    lines = j["explanation"]["binding"] if j["status"] == "optimal" else j["relaxations"]
+    out: dict[str, tuple[float | None, float | None, str]] = {"plan": (j["usd_per_hour"], None, j["status"])}
+    for b in lines:
+        out[b["constraint"]] = (
+            b.get("costs_usd_per_hour"),
+            b.get("usd_per_hour_without", b.get("usd_per_hour")),
+            b["text"],
+        )
+    return out
+
+
+def test_a_carbon_cap_that_does_not_bind_costs_nothing_and_the_exclusion_is_told_apart() -> None:
+    e = _explained(1000.0)  # 1 t/h: the dirty GPU alone emits 8 kg/h
+    assert e["plan"][0] == pytest.approx(1.0)
+    assert "carbon" not in e
+    cost, without, text = e["unknown_power"]
+    assert cost == pytest.approx(0.5) and without == pytest.approx(0.5)  # the $0.50 accelerator instead of the $1 GPU
+    assert text == "offers without published power are excluded because carbon is capped"
+
+
+def test_a_binding_carbon_cap_costs_what_it_forces_and_no_more() -> None:
+    e = _explained(6.0)  # the dirty GPU may carry at most 7.2 of 10 req/s: the clean one must take the rest
+    assert e["plan"][0] == pytest.approx(4.0)
+    cost, without, text = e["carbon"]
+    assert cost == pytest.approx(3.0) and without == pytest.approx(1.0) and text == "the carbon cap"
+    cost, without, _ = e["unknown_power"]
+    assert cost == pytest.approx(0.5) and without == pytest.approx(0.5)
+
+
+def test_dropping_an_impossible_carbon_cap_also_admits_the_offers_it_left_out() -> None:
+    e = _explained(1e-6)
+    assert e["plan"][2] == "infeasible"
+    assert e["carbon"][1] == pytest.approx(0.5)  # what the plan costs once the cap is gone from the plan file

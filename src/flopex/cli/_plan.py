@@ -122,6 +122,12 @@ def _summary(plan: Plan) -> None:
     )
     e = j["explanation"]
     for b in e["binding"]:
+        if b["constraint"] == "unknown_power":
+            console.print(
+                f"{b['text'][0].upper()}{b['text'][1:]}: costs ${b['costs_usd_per_hour']:,.2f}/h (admitting them, "
+                f"without the cap or budget that needs their energy figures: ${b['usd_per_hour_without']:,.2f}/h)."
+            )
+            continue
         console.print(
             f"Binding: {b['text']} costs ${b['costs_usd_per_hour']:,.2f}/h "
             f"(without it: ${b['usd_per_hour_without']:,.2f}/h)."

@@ -28,13 +28,18 @@ __all__ = [
     "Solution",
     "carbons",
     "effective_utilisation",
+    "excludes_unknown_energy",
     "prune",
     "solve",
     "usable",
 ]
 
 #: Constraint groups that can be switched off to explain a plan (what each costs) or an infeasibility.
-CONSTRAINT_GROUPS: tuple[str, ...] = ("capacity", "power", "carbon", "domains", "on_demand_floor", "zone_share")
+#: "unknown_power" is the rule that leaves out offers without published power (and hosted APIs) where carbon is
+#: capped or a power budget covers their site; it lifts only together with the cap or budget that needs it.
+CONSTRAINT_GROUPS: tuple[str, ...] = (
+    "capacity", "power", "carbon", "domains", "on_demand_floor", "zone_share", "unknown_power",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -126,12 +131,26 @@ def carbons(options: Options) -> bool:
     )
 
 
+def _lifted(options: Options, group: str) -> bool:
+    """Whether a constraint group and the exclusion it brings are both switched off."""
+    return group in options.disabled and "unknown_power" in options.disabled
+
+
+def excludes_unknown_energy(options: Options) -> bool:
+    """Whether offers without energy figures (and hosted APIs) are left out for carbon's sake: a carbon price
+    always; a carbon cap unless both the cap and the exclusion are switched off. Switching off the cap alone
+    keeps them out, so that what the cap costs and what the exclusion costs are told apart."""
+    return options.carbon_price_usd_per_t > 0 or (
+        options.carbon_cap_g_per_hour is not None and not _lifted(options, "carbon")
+    )
+
+
 def usable(c: Candidate, options: Options) -> bool:
     """A candidate whose power is unknown cannot be shown to meet a carbon price, cap or power budget."""
     if c.power_known:
         return True
-    budget = c.site in options.power_budget_kw and "power" not in options.disabled
-    return not carbons(options) and not budget
+    budget = c.site in options.power_budget_kw and not _lifted(options, "power")
+    return not excludes_unknown_energy(options) and not budget
 
 
 def effective_utilisation(c: Candidate, options: Options) -> float:
@@ -423,7 +442,7 @@ def _solve(
     served = [c for c in candidates if c.workload in by_workload and any(t > 0 for t in c.capacity)]
     cands = prune([c for c in served if usable(c, options) and effective_utilisation(c, options) > 0], options)
     # a hosted API publishes no energy, so it cannot be shown to meet a carbon price or cap
-    m = _Model(cands, [] if carbons(options) else (hosted or []), _slices(demands, options))
+    m = _Model(cands, [] if excludes_unknown_energy(options) else (hosted or []), _slices(demands, options))
     _columns(m, by_workload, options)
     _capacity_rows(m, options)
     _limit_rows(m, options)

@@ -26,6 +26,7 @@ _GROUP_TEXT = {
     "domains": "the minimum number of failure domains",
     "on_demand_floor": "the on-demand floor under spot",
     "zone_share": "the cap on spot traffic per zone",
+    "unknown_power": "leaving out offers without published power",
 }
 
 
@@ -53,10 +54,11 @@ class Binding:
     group: str
     usd_per_hour_without: float | None  # None: still infeasible (or nothing to compare) without it
     saving: float | None
+    detail: str = ""  # a text of its own (unknown_power: which offers are left out, and why)
 
     @property
     def text(self) -> str:
-        return _GROUP_TEXT[self.group]
+        return self.detail or _GROUP_TEXT[self.group]
 
 
 @dataclass(frozen=True)
@@ -223,9 +225,66 @@ def _single_offer(inputs: Inputs, options: Options) -> tuple[float | None, dict[
     return total, chosen
 
 
-def _without(inputs: Inputs, options: Options, group: str) -> Solution:
-    quick = replace(options, disabled=options.disabled | {group}, time_limit_s=max(1.0, options.time_limit_s / 4))
+def _without(inputs: Inputs, options: Options, groups: frozenset[str]) -> Solution:
+    quick = replace(options, disabled=options.disabled | groups, time_limit_s=max(1.0, options.time_limit_s / 4))
     return solve(inputs.candidates, inputs.demands, quick, inputs.hosted)
+
+
+def _excluders(inputs: Inputs, options: Options) -> dict[str, str]:
+    """The constraint groups that leave offers without published power out of this plan (a carbon price
+    cannot be switched off to explain a plan, so under one there is nothing to tell apart), each with why."""
+    if options.carbon_price_usd_per_t > 0:
+        return {}
+    out = {}
+    unknown = [c for c in inputs.candidates if not c.power_known]
+    if options.carbon_cap_g_per_hour is not None and (unknown or inputs.hosted):
+        out["carbon"] = "carbon is capped"
+    if any(c.site in options.power_budget_kw for c in unknown):
+        out["power"] = "a power budget covers their site"
+    return out
+
+
+def _cap_binds(solution: Solution, options: Options, without: Solution) -> bool:
+    """The carbon cap binds where the plan's carbon is at the cap, or where the plan without it is cheaper
+    than the solver's bound on this one (so the difference is no artefact of the gap)."""
+    cap = options.carbon_cap_g_per_hour
+    at_cap = cap is not None and solution.carbon_g_per_hour >= cap * (1 - 1e-4)
+    return at_cap or without.objective < solution.objective * (1 - solution.gap) - 1e-6
+
+
+def _explain(inputs: Inputs, options: Options, solution: Solution) -> tuple[list[Binding], list[Binding]]:
+    """What each active constraint costs (a feasible plan) or what dropping it gives (an infeasible one), and
+    what leaving out offers without published power costs, apart from the cap or budget that needs it."""
+    excluders = _excluders(inputs, options)
+    binding: list[Binding] = []
+    relaxations: list[Binding] = []
+    solved: dict[frozenset[str], Solution] = {}
+
+    def without(*groups: str) -> Solution:
+        key = frozenset(groups)
+        if key not in solved:
+            solved[key] = _without(inputs, options, key)
+        return solved[key]
+
+    for group in _active(options, inputs):
+        if not solution.feasible:  # dropping a cap or budget from the plan file also admits what it kept out
+            other = without(group, "unknown_power") if group in excluders else without(group)
+            relaxations.append(Binding(group, other.usd_per_hour if other.feasible else None, None))
+            continue
+        other = without(group)
+        if not other.feasible or other.usd_per_hour >= solution.usd_per_hour - 1e-6:
+            continue
+        if group != "carbon" or _cap_binds(solution, options, other):
+            binding.append(Binding(group, other.usd_per_hour, solution.usd_per_hour - other.usd_per_hour))
+    if solution.feasible and excluders:
+        kept, lifted = without(*excluders), without(*excluders, "unknown_power")
+        if kept.feasible and lifted.feasible and lifted.usd_per_hour < kept.usd_per_hour - 1e-6:
+            what = "offers without published power" + (
+                " (and hosted APIs, which publish no energy)" if "carbon" in excluders and inputs.hosted else ""
+            )
+            text = f"{what} are excluded because {' and '.join(excluders.values())}"
+            binding.append(Binding("unknown_power", lifted.usd_per_hour, kept.usd_per_hour - lifted.usd_per_hour, text))
+    return binding, relaxations
 
 
 def make_plan(
@@ -235,15 +294,7 @@ def make_plan(
     inputs = inputs or build_inputs(workloads, catalog, eff, energy, spec)
     options = options_for(spec, inputs)
     solution = solve(inputs.candidates, inputs.demands, options, inputs.hosted)
-    binding: list[Binding] = []
-    relaxations: list[Binding] = []
-    if explain:
-        for group in _active(options, inputs):
-            other = _without(inputs, options, group)
-            if not solution.feasible:
-                relaxations.append(Binding(group, other.usd_per_hour if other.feasible else None, None))
-            elif other.feasible and other.usd_per_hour < solution.usd_per_hour - 1e-6:
-                binding.append(Binding(group, other.usd_per_hour, solution.usd_per_hour - other.usd_per_hour))
+    binding, relaxations = _explain(inputs, options, solution) if explain else ([], [])
     single, chosen = _single_offer(inputs, options)
     return Plan(spec, workloads, inputs, options, solution, binding, single, chosen, relaxations)
 
