@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flopex.plan._build import Inputs, build_inputs
 from flopex.plan._melange import MelangeInput, melange_result, read_melange, solve_melange
-from flopex.plan._milp import (
+from flopex.plan._milp import solve
+from flopex.plan._model import (
     CONSTRAINT_GROUPS,
     Candidate,
     Demand,
@@ -12,8 +13,6 @@ from flopex.plan._milp import (
     Options,
     Solution,
     effective_utilisation,
-    prune,
-    solve,
 )
 from flopex.plan._plan import (
     PLAN_SCHEMA_VERSION,
@@ -25,6 +24,7 @@ from flopex.plan._plan import (
     pareto,
     pareto_svg,
 )
+from flopex.plan._prune import prune
 from flopex.plan._spec import PlanSpec, Profile, SpotPolicy, load_plan
 
 __all__ = [

@@ -19,7 +19,7 @@ from flopex.economics import (
 from flopex.errors import PlanError
 from flopex.models import resolve_model
 from flopex.perf import Efficiency
-from flopex.plan._milp import Candidate, Demand, Hosted
+from flopex.plan._model import Candidate, Demand, Hosted
 from flopex.plan._spec import PlanSpec
 from flopex.workloads import AgentWorkload, ChatWorkload, VideoWorkload, Workload
 

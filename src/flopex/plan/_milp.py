@@ -19,6 +19,20 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from scipy.sparse import coo_array
 
+from flopex.plan._model import (
+    CONSTRAINT_GROUPS,
+    Candidate,
+    Demand,
+    Hosted,
+    Options,
+    Solution,
+    carbons,
+    effective_utilisation,
+    excludes_unknown_energy,
+    usable,
+)
+from flopex.plan._prune import prune
+
 __all__ = [
     "CONSTRAINT_GROUPS",
     "Candidate",
@@ -33,182 +47,6 @@ __all__ = [
     "solve",
     "usable",
 ]
-
-#: Constraint groups that can be switched off to explain a plan (what each costs) or an infeasibility.
-#: "unknown_power" is the rule that leaves out offers without published power (and hosted APIs) where carbon is
-#: capped or a power budget covers their site; it lifts only together with the cap or budget that needs it.
-CONSTRAINT_GROUPS: tuple[str, ...] = (
-    "capacity", "power", "carbon", "domains", "on_demand_floor", "zone_share", "unknown_power",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One offer in one configuration for one workload; figures per group of `instances` instances."""
-
-    id: str
-    workload: str
-    offer: str
-    label: str
-    usd_per_hour: float
-    capacity: tuple[float, ...]  # units/s per bucket of the workload at the SLO; 0 = cannot serve it
-    instances: int = 1
-    spot: bool = False
-    zone: str = ""
-    region: str = ""
-    provider: str = ""
-    site: str = ""  # power-budget key
-    idle_kw: float = 0.0  # facility power of a group, idle
-    busy_kw: float = 0.0  # facility power of a group at full load
-    grid_g_per_kwh: float = 0.0
-    interruption_rate: float = 0.0  # spot: the chance per hour that an instance is interrupted (the catalog's)
-    power_known: bool = True  # False where the accelerator has no published TDP
-
-    def domain(self, kind: str) -> str:
-        return {"region": f"{self.provider}/{self.region}", "provider": self.provider, "zone": self.zone}[kind]
-
-
-@dataclass(frozen=True)
-class Hosted:
-    """A token-priced API: any share of any bucket, at a price per request."""
-
-    id: str
-    workload: str
-    usd_per_request: tuple[float, ...]  # per bucket
-
-
-@dataclass(frozen=True)
-class Demand:
-    workload: str
-    rates: tuple[float, ...]  # units/s per bucket
-    labels: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Options:
-    utilisation: float = 0.9
-    carbon_price_usd_per_t: float = 0.0
-    carbon_cap_g_per_hour: float | None = None
-    power_budget_kw: Mapping[str, float] = field(default_factory=dict)
-    offer_capacity: Mapping[str, int] = field(default_factory=dict)  # instances available per offer
-    min_domains: Mapping[str, int] = field(default_factory=dict)  # per workload
-    domain: Literal["region", "provider", "zone"] = "region"
-    on_demand_floor: float = 0.0  # share of every slice served off spot
-    max_zone_share: float = 1.0  # share of a workload's traffic one zone's spot capacity may carry
-    recovery_s: float = 120.0  # time to replace an interrupted spot instance (the simulator's default)
-    whole: bool = False
-    slice_factor: int = 1
-    time_limit_s: float = 10.0
-    mip_gap: float = 0.01
-    disabled: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Solution:
-    status: Literal["optimal", "time_limit", "infeasible", "error"]
-    message: str
-    usd_per_hour: float
-    objective: float
-    gap: float
-    seconds: float
-    groups: dict[str, int]  # candidate id -> groups
-    routing: dict[tuple[str, int], dict[str, float]]  # (workload, bucket) -> {candidate or hosted id: share}
-    load: dict[str, float]  # candidate id -> groups' worth of full load routed to it
-    hosted_usd_per_hour: float
-    energy_kwh_per_hour: float
-    carbon_g_per_hour: float
-    size: tuple[int, int, int]  # integer variables, continuous variables, constraints
-
-    @property
-    def feasible(self) -> bool:
-        return self.status in ("optimal", "time_limit")
-
-
-def carbons(options: Options) -> bool:
-    """Whether carbon enters the problem (a price or a cap)."""
-    return options.carbon_price_usd_per_t > 0 or (
-        options.carbon_cap_g_per_hour is not None and "carbon" not in options.disabled
-    )
-
-
-def _lifted(options: Options, group: str) -> bool:
-    """Whether a constraint group and the exclusion it brings are both switched off."""
-    return group in options.disabled and "unknown_power" in options.disabled
-
-
-def excludes_unknown_energy(options: Options) -> bool:
-    """Whether offers without energy figures (and hosted APIs) are left out for carbon's sake: a carbon price
-    always; a carbon cap unless both the cap and the exclusion are switched off. Switching off the cap alone
-    keeps them out, so that what the cap costs and what the exclusion costs are told apart."""
-    return options.carbon_price_usd_per_t > 0 or (
-        options.carbon_cap_g_per_hour is not None and not _lifted(options, "carbon")
-    )
-
-
-def usable(c: Candidate, options: Options) -> bool:
-    """A candidate whose power is unknown cannot be shown to meet a carbon price, cap or power budget."""
-    if c.power_known:
-        return True
-    budget = c.site in options.power_budget_kw and not _lifted(options, "power")
-    return not excludes_unknown_energy(options) and not budget
-
-
-def effective_utilisation(c: Candidate, options: Options) -> float:
-    """The load a group may carry, as a share of its SLO capacity: the utilisation target, less (for spot)
-    the expected share of capacity lost to interruptions: the chance per hour an instance is interrupted
-    x the hours it takes to replace it (`recovery_s`). At most all of it is lost."""
-    lost = min(1.0, c.interruption_rate * options.recovery_s / 3600) if c.spot else 0.0
-    return options.utilisation * (1 - lost)
-
-
-def prune(candidates: list[Candidate], options: Options) -> list[Candidate]:
-    """Drop candidates that cheaper ones can always replace in an optimal plan.
-
-    Candidates with the same workload, capacities, group size, power, preemption rate and spot flag (and the
-    same grid where carbon counts, the same site under a power budget) form a class: any of them can take
-    another's groups and traffic. Offers with limited capacity are kept as they are. Within a class, where
-    neither failure domains nor spot spreading matter, only the cheapest can be in an optimal plan. Where
-    they do, a plan needs members in at most k domains (k = the minimum) and z zones (z = the zones spot
-    spreading needs), so keeping the cheapest k + z members in distinct domains and zones is enough: any
-    other member's groups can move to a cheaper kept one in a domain and zone the plan still counts. A real
-    catalog sells a few dozen instance shapes in many regions, so this leaves a few candidates per shape."""
-    carbon = carbons(options)
-    zones_needed = 0
-    if options.max_zone_share < 1 and "zone_share" not in options.disabled:
-        zones_needed = math.ceil(1 / options.max_zone_share)
-    classes: dict[tuple[object, ...], list[Candidate]] = defaultdict(list)
-    kept: list[Candidate] = []
-    for c in candidates:
-        if c.offer in options.offer_capacity:
-            kept.append(c)
-            continue
-        key: tuple[object, ...] = (c.workload, c.capacity, c.instances, c.spot, c.idle_kw, c.busy_kw)
-        key += (c.interruption_rate,)
-        if carbon:
-            key += (c.grid_g_per_kwh,)
-        if c.site in options.power_budget_kw:
-            key += (c.site,)
-        classes[key].append(c)
-    for members in classes.values():
-        domains_needed = options.min_domains.get(members[0].workload, 1) if "domains" not in options.disabled else 1
-        keep = (domains_needed if domains_needed > 1 else 0) + (zones_needed if members[0].spot else 0)
-        members.sort(key=lambda c: (c.usd_per_hour, c.id))
-        if keep == 0:
-            kept.append(members[0])
-            continue
-        seen_domains: set[str] = set()
-        seen_zones: set[str] = set()
-        chosen = 0
-        for c in members:
-            new = c.domain(options.domain) not in seen_domains or (members[0].spot and c.zone not in seen_zones)
-            if new or chosen == 0:
-                kept.append(c)
-                seen_domains.add(c.domain(options.domain))
-                seen_zones.add(c.zone)
-                chosen += 1
-                if chosen >= keep:
-                    break
-    return kept
 
 
 def _coupled(candidates: list[Candidate], demands: list[Demand], options: Options) -> bool:
@@ -440,7 +278,7 @@ def _solve(
     start = time.perf_counter()
     by_workload = {d.workload: d for d in demands}
     served = [c for c in candidates if c.workload in by_workload and any(t > 0 for t in c.capacity)]
-    cands = prune([c for c in served if usable(c, options) and effective_utilisation(c, options) > 0], options)
+    cands = prune([c for c in served if usable(c, options) and effective_utilisation(c, options) > 0], options, demands)
     # a hosted API publishes no energy, so it cannot be shown to meet a carbon price or cap
     m = _Model(cands, [] if excludes_unknown_energy(options) else (hosted or []), _slices(demands, options))
     _columns(m, by_workload, options)

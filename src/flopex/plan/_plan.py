@@ -11,7 +11,8 @@ from flopex.catalog import Catalog
 from flopex.economics import EnergyTable
 from flopex.perf import Efficiency
 from flopex.plan._build import Inputs, build_inputs
-from flopex.plan._milp import Candidate, Options, Solution, effective_utilisation, solve
+from flopex.plan._milp import solve
+from flopex.plan._model import Candidate, Options, Solution, effective_utilisation
 from flopex.plan._spec import PlanSpec
 from flopex.workloads import Workload
 
