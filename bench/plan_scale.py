@@ -3,35 +3,49 @@
 Offers are synthetic but shaped like a real catalog: a few dozen instance shapes (accelerator, count,
 configuration) sold by many providers in many regions at different prices, on demand and spot. Each
 workload has its own capacity per bucket on each shape. Every workload must run in two regions and keep
-30% of every bucket off spot; no zone may carry more than half a workload's spot traffic.
+30% of every bucket off spot; no zone may carry more than half a workload's spot traffic. The carbon rows
+add power per shape and a grid per region, and cap the fleet's carbon at 70% of what the cheapest fleet
+emits: one cap shared by all workloads, so they are solved together.
 
-    python bench/plan_scale.py [--max-offers 2000]
+    python bench/plan_scale.py [--max-offers 4000] [--time-limit S] [--check S]
+
+With no --time-limit each solve gets the planner's default limit (it grows with the model); --check S
+solves every row again with S seconds and prints how much dearer the first plan was than that one.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from flopex.plan import Candidate, Demand, Options, solve
+from flopex.plan import Candidate, Demand, Options, Solution, solve
+
+#: (offers, buckets, workloads, carbon-capped)
+SIZES = [(100, 10, 2, False), (500, 20, 3, False), (1000, 40, 5, False), (2000, 40, 5, False),
+         (4000, 40, 5, False), (250, 10, 3, True), (500, 10, 3, True), (1000, 10, 3, True)]  # fmt: skip
 
 
-def problem(offers: int, buckets: int, workloads: int, seed: int = 7) -> tuple[list[Candidate], list[Demand]]:
+def problem(
+    offers: int, buckets: int, workloads: int, seed: int = 7, power: bool = False
+) -> tuple[list[Candidate], list[Demand]]:
     rng = np.random.default_rng(seed)
     shapes = 24
     shape_speed = rng.uniform(0.5, 8.0, shapes)  # requests/s per group on a reference bucket
     shape_price = shape_speed * rng.uniform(0.6, 1.4, shapes)  # $/h, roughly in line with speed
+    shape_kw = shape_speed * rng.uniform(0.3, 0.6, shapes)  # facility kW at full load
     providers = [f"p{i}" for i in range(20)]
     regions = [f"r{i}" for i in range(50)]
+    grid = rng.uniform(20, 700, len(regions))  # gCO2e/kWh
     offer_rows = []
     for o in range(offers):
         shape = int(rng.integers(shapes))
         provider = providers[int(rng.integers(len(providers)))]
-        region = regions[int(rng.integers(len(regions)))]
+        region = int(rng.integers(len(regions)))
         spot = bool(rng.random() < 0.3)
         price = shape_price[shape] * rng.uniform(0.7, 1.6) * (0.4 if spot else 1.0)
         offer_rows.append((o, shape, provider, region, spot, price))
@@ -42,6 +56,7 @@ def problem(offers: int, buckets: int, workloads: int, seed: int = 7) -> tuple[l
     for w in range(workloads):
         for o, shape, provider, region, spot, price in offer_rows:
             caps = tuple(float(shape_speed[shape] * affinity[w, shape, b] / size[b]) for b in range(buckets))
+            kw = float(shape_kw[shape]) if power else 0.0
             candidates.append(
                 Candidate(
                     id=f"w{w}|o{o}",
@@ -51,9 +66,13 @@ def problem(offers: int, buckets: int, workloads: int, seed: int = 7) -> tuple[l
                     usd_per_hour=float(price),
                     capacity=caps,
                     spot=spot,
-                    zone=f"{provider}/{region}/a",
-                    region=region,
+                    zone=f"{provider}/r{region}/a",
+                    region=f"r{region}",
                     provider=provider,
+                    site=f"{provider}/r{region}",
+                    idle_kw=0.4 * kw,
+                    busy_kw=kw,
+                    grid_g_per_kwh=float(grid[region]) if power else 0.0,
                     interruption_rate=0.05 if spot else 0.0,
                 )  # fmt: skip
             )
@@ -65,29 +84,56 @@ def problem(offers: int, buckets: int, workloads: int, seed: int = 7) -> tuple[l
     return candidates, demands
 
 
+def _options(demands: list[Demand], time_limit: float | None) -> Options:
+    return Options(utilisation=0.85, min_domains={d.workload: 2 for d in demands}, on_demand_floor=0.3,
+                   max_zone_share=0.5, time_limit_s=time_limit, mip_gap=0.01)  # fmt: skip
+
+
+def case(
+    offers: int, buckets: int, workloads: int, capped: bool, time_limit: float | None
+) -> tuple[list[Candidate], list[Demand], Options]:
+    candidates, demands = problem(offers, buckets, workloads, power=capped)
+    options = _options(demands, time_limit)
+    if capped:  # 70% of what the cheapest fleet emits, with carbon counted
+        free = solve(candidates, demands, replace(options, carbon_cap_g_per_hour=1e12))
+        options = replace(options, carbon_cap_g_per_hour=0.7 * free.carbon_g_per_hour)
+    return candidates, demands, options
+
+
+def _gap(s: Solution) -> str:
+    return "-" if not s.feasible else "unknown" if s.gap is None else f"{s.gap:.2%}"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-offers", type=int, default=2000)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--max-offers", type=int, default=4000)
+    parser.add_argument("--time-limit", type=float, default=None, help="seconds; default: the planner's own")
+    parser.add_argument("--check", type=float, default=None, help="re-solve with this limit and compare")
     args = parser.parse_args()
     table = Table(title="flopex plan: MILP size and solve time (HiGHS via scipy.optimize.milp, 2 domains, spot rules)")
-    for col in ("offers", "buckets", "workloads", "candidates", "after pruning (int vars)", "continuous", "rows",
-                "seconds", "gap", "status"):  # fmt: skip
+    for col in ("offers", "buckets", "workloads", "carbon cap", "candidates", "after pruning (int vars)",
+                "continuous", "rows", "limit s", "seconds", "gap", "status", "$/h"):  # fmt: skip
         table.add_column(col, justify="right")
-    sizes = [(100, 10, 2), (500, 20, 3), (1000, 40, 5), (2000, 40, 5)]
-    for offers, buckets, workloads in sizes:
+    if args.check:
+        table.add_column(f"$/h in {args.check:g} s", justify="right")
+        table.add_column("dearer by", justify="right")
+    for offers, buckets, workloads, capped in SIZES:
         if offers > args.max_offers:
             continue
-        candidates, demands = problem(offers, buckets, workloads)
-        options = Options(utilisation=0.85, min_domains={d.workload: 2 for d in demands}, on_demand_floor=0.3,
-                          max_zone_share=0.5, time_limit_s=10.0, mip_gap=0.01)  # fmt: skip
+        candidates, demands, options = case(offers, buckets, workloads, capped, args.time_limit)
         start = time.perf_counter()
         s = solve(candidates, demands, options)
         elapsed = time.perf_counter() - start
-        table.add_row(
-            f"{offers:,}", str(buckets), str(workloads), f"{len(candidates):,}", f"{s.size[0]:,}", f"{s.size[1]:,}",
-            f"{s.size[2]:,}", f"{elapsed:.2f}", f"{s.gap:.2%}", s.status,
-        )  # fmt: skip
-    Console(width=160).print(table)
+        row = [f"{offers:,}", str(buckets), str(workloads), "yes" if capped else "-", f"{len(candidates):,}",
+               f"{s.size[0]:,}", f"{s.size[1]:,}", f"{s.size[2]:,}", f"{s.time_limit_s:.0f}", f"{elapsed:.2f}",
+               _gap(s), s.status, f"{s.usd_per_hour:,.2f}" if s.feasible else "-"]  # fmt: skip
+        if args.check:
+            long = solve(candidates, demands, replace(options, time_limit_s=args.check))
+            better = long.usd_per_hour if long.feasible else None
+            row += ["-" if better is None else f"{better:,.2f}",
+                    "-" if better is None or not s.feasible else f"{s.usd_per_hour / better - 1:+.1%}"]  # fmt: skip
+        table.add_row(*row)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,12 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
+from scipy.optimize import OptimizeResult, milp
 
+import flopex.plan._milp as milp_module
 from tests.cli.test_cli import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,3 +98,35 @@ def test_a_loose_carbon_cap_is_not_blamed_for_what_leaving_out_unknown_power_cos
     assert code == 0, out
     assert "Binding: the carbon cap" not in out
     assert "excluded because carbon is capped: costs $" in out
+
+
+def _highs_stops_at_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every solve stops at its time limit with a plan 20% above HiGHS's bound."""
+
+    def stopped(*args: Any, **kwargs: Any) -> OptimizeResult:
+        result = milp(*args, **kwargs)
+        result.status, result.message, result.mip_gap = 1, "Time limit reached.", 0.2
+        result.mip_dual_bound = 0.8 * result["fun"]
+        return result
+
+    monkeypatch.setattr(milp_module, "milp", stopped)
+
+
+def test_a_plan_stopped_at_its_time_limit_says_so_with_its_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    _highs_stops_at_its_limit(monkeypatch)
+    plan = str(ROOT / "examples" / "enterprise-chat-70b.yaml")
+    code, out = run("plan", plan, "--time-limit", "7")
+    assert code == 0, out
+    assert "Warning: The solver stopped at its time limit (7 s)" in out
+    assert "may cost up to 20.0% less" in out and "--time-limit" in out
+    code, out = run("plan", plan, "--json")
+    data = json.loads(out)
+    assert data["status"] == "time_limit" and data["solver"]["stopped_at_time_limit"]
+    assert data["solver"]["gap"] == pytest.approx(0.2) and data["solver"]["time_limit_s"] >= 10
+    assert len(data["warnings"]) == 1 and "20.0%" in data["warnings"][0]
+
+
+def test_a_plan_solved_to_its_gap_has_no_warning() -> None:
+    code, out = run("plan", str(ROOT / "examples" / "enterprise-chat-70b.yaml"), "--json")
+    data = json.loads(out)
+    assert data["status"] == "optimal" and data["warnings"] == [] and 0 <= data["solver"]["gap"] <= 0.01

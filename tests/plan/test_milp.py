@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.optimize import OptimizeResult, milp
 
-from flopex.plan import Candidate, Demand, Hosted, Options, read_melange, solve, solve_melange
+import flopex.plan._milp as milp_module
+from flopex.plan import Candidate, Demand, Hosted, Options, default_time_limit, read_melange, solve, solve_melange
 
 MELANGE = Path(__file__).resolve().parents[3] / "shared" / "data" / "melange" / "example.json"
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "melange-example.json"
@@ -149,3 +152,61 @@ def test_more_hardware_never_makes_a_plan_costlier(
     # and a costlier copy of an existing candidate changes nothing (it is pruned or never chosen)
     copy = Candidate("copy", "w", "o0", "", prices[0] + 1, base[0].capacity)
     assert solve([*base, copy], demand, options).usd_per_hour == pytest.approx(before.usd_per_hour)
+
+
+def _stopping_at_the_limit(
+    monkeypatch: pytest.MonkeyPatch, *stops: tuple[float | None, float | None]
+) -> list[OptimizeResult]:
+    """Make HiGHS report each solve (in turn) as stopped at its time limit with the given (gap, bound as a
+    share of the objective); a stop of (None, None) has neither, as when no bound was found."""
+    seen: list[OptimizeResult] = []
+
+    def stopped(*args: Any, **kwargs: Any) -> OptimizeResult:
+        result = milp(*args, **kwargs)
+        gap, bound = stops[len(seen) % len(stops)]
+        result.status, result.message = 1, "Time limit reached."
+        result.mip_gap = gap
+        result.mip_dual_bound = None if bound is None else bound * result["fun"]
+        seen.append(result)
+        return result
+
+    monkeypatch.setattr(milp_module, "milp", stopped)
+    return seen
+
+
+def test_a_solve_stopped_at_its_time_limit_reports_the_gap_highs_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    _stopping_at_the_limit(monkeypatch, (0.2, 0.8))
+    s = solve([_c("a", 1.0, 10.0)], DEMAND, Options(utilisation=1.0))
+    assert s.status == "time_limit" and s.feasible
+    assert s.gap == pytest.approx(0.2) and s.bound == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(("stop", "gap"), [((None, 0.75), 0.25), ((0.1, None), 0.1), ((None, None), None)])
+def test_a_missing_gap_follows_from_the_bound_and_is_never_taken_for_zero(
+    monkeypatch: pytest.MonkeyPatch, stop: tuple[float | None, float | None], gap: float | None
+) -> None:
+    _stopping_at_the_limit(monkeypatch, stop)
+    s = solve([_c("a", 2.0, 10.0)], DEMAND, Options(utilisation=1.0))
+    assert s.status == "time_limit"
+    assert s.gap == (None if gap is None else pytest.approx(gap))
+
+
+def test_independent_workloads_merge_their_objectives_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # w1: one $1 group, stopped at 50% gap (bound $0.50); w2: one $3 group, proved optimal (bound $3)
+    _stopping_at_the_limit(monkeypatch, (0.5, 0.5), (0.0, 1.0))
+    cands = [_c("a", 1.0, 10.0, workload="w1"), _c("b", 3.0, 10.0, workload="w2")]
+    demands = [Demand("w1", (10.0,), ("all",)), Demand("w2", (10.0,), ("all",))]
+    s = solve(cands, demands, Options(utilisation=1.0, time_limit_s=4.0))
+    assert s.usd_per_hour == pytest.approx(4.0) and s.status == "time_limit"
+    assert s.bound == pytest.approx(3.5)
+    assert s.gap == pytest.approx(0.125)  # ($4 - $3.50) / $4, not the mean of 50% and 0%
+    assert s.time_limit_s == 4.0  # an explicit limit, shared by the parts
+
+
+def test_the_default_time_limit_grows_with_the_model_and_an_explicit_one_wins() -> None:
+    assert default_time_limit((0, 0, 0)) == 10.0
+    assert default_time_limit((1000, 50_000, 0)) == pytest.approx(30.0)
+    assert default_time_limit((10**6, 10**7, 0)) == 600.0
+    s = solve([_c("a", 1.0, 10.0), _c("b", 2.0, 5.0)], DEMAND, Options())
+    assert s.time_limit_s == pytest.approx(default_time_limit(s.size)) and s.time_limit_s >= 10.0
+    assert solve([_c("a", 1.0, 10.0)], DEMAND, Options(time_limit_s=3.0)).time_limit_s == 3.0

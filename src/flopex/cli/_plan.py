@@ -77,21 +77,25 @@ def _summary(plan: Plan) -> None:
                 result = "still infeasible" if r["usd_per_hour"] is None else f"feasible at ${r['usd_per_hour']:,.2f}/h"
                 console.print(f"  without {r['text']}: {result}")
         return
-    table = Table(
-        title=f"Plan {j['name']}: ${j['usd_per_hour']:,.2f}/h (${j['usd_per_month']:,.0f}/month)", header_style="bold"
-    )
-    for col in (
-        "workload",
-        "offer",
-        "config",
-        "groups",
-        "instances",
-        "$/hour",
-        "utilisation",
-        "headroom",
-        "kW",
-        "kgCO2e/h",
-    ):
+    console.print(_fleet_table(j))
+    for w in j["workloads"]:
+        per = "" if w["usd_per_mtok_output"] is None else f", ${w['usd_per_mtok_output']:,.3f} per 1M output tokens"
+        console.print(f"{w['name']}: ${w['usd_per_hour']:,.2f}/h{per}")
+        for r in w["routing"]:
+            shares = ", ".join(f"{k.split('|')[1] if '|' in k else k} {v:.0%}" for k, v in r["shares"].items())
+            console.print(f"   bucket {r['bucket']} ({r['rate']:,.3g} {r['unit']}): {shares}")
+    console.print(_solver_line(j))
+    for line in _explanation_lines(j):
+        console.print(line)
+    for warning in j["warnings"]:
+        console.print(f"[bold yellow]Warning:[/] {warning[0].upper()}{warning[1:]}")
+
+
+def _fleet_table(j: dict[str, Any]) -> Table:
+    title = f"Plan {j['name']}: ${j['usd_per_hour']:,.2f}/h (${j['usd_per_month']:,.0f}/month)"
+    table = Table(title=title, header_style="bold")
+    for col in ("workload", "offer", "config", "groups", "instances", "$/hour", "utilisation", "headroom", "kW",
+                "kgCO2e/h"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("workload", "offer", "config") else "right", overflow="fold")
 
     def fmt(value: float | None, spec: str) -> str:
@@ -104,42 +108,45 @@ def _summary(plan: Plan) -> None:
             fmt(line["utilisation"], ".0%"), fmt(line["slo_headroom"], ".0%"), fmt(line["power_kw"], ",.1f"),
             fmt(line["carbon_kg_per_hour"], ",.3f"),
         )  # fmt: skip
-    console.print(table)
-    for w in j["workloads"]:
-        per = "" if w["usd_per_mtok_output"] is None else f", ${w['usd_per_mtok_output']:,.3f} per 1M output tokens"
-        console.print(f"{w['name']}: ${w['usd_per_hour']:,.2f}/h{per}")
-        for r in w["routing"]:
-            shares = ", ".join(f"{k.split('|')[1] if '|' in k else k} {v:.0%}" for k, v in r["shares"].items())
-            console.print(f"   bucket {r['bucket']} ({r['rate']:,.3g} {r['unit']}): {shares}")
+    return table
+
+
+def _solver_line(j: dict[str, Any]) -> str:
     s = j["solver"]
     unknown = j["groups_without_energy_figures"]
-    console.print(
+    gap = "unknown" if s["gap"] is None else f"{s['gap']:.2%}"
+    return (
         f"Energy {j['energy_kwh_per_hour']:,.2f} kWh/h, carbon {j['carbon_kg_per_hour']:,.3f} kgCO2e/h"
         + (f" (not counting {unknown} group(s) whose accelerators publish no TDP)" if unknown else "")
-        + ". "
-        f"Solved by {s['engine']} in {s['seconds']:.2f} s ({s['integer_variables']} integer, "
-        f"{s['continuous_variables']} continuous variables, {s['constraints']} constraints), gap {s['gap']:.2%}."
+        + f". Solved by {s['engine']} in {s['seconds']:.2f} s of its {s['time_limit_s']:,.0f} s limit "
+        f"({s['integer_variables']} integer, {s['continuous_variables']} continuous variables, "
+        f"{s['constraints']} constraints), gap {gap}."
     )
+
+
+def _explanation_lines(j: dict[str, Any]) -> list[str]:
     e = j["explanation"]
+    lines = []
     for b in e["binding"]:
         if b["constraint"] == "unknown_power":
-            console.print(
+            lines.append(
                 f"{b['text'][0].upper()}{b['text'][1:]}: costs ${b['costs_usd_per_hour']:,.2f}/h (admitting them, "
                 f"without the cap or budget that needs their energy figures: ${b['usd_per_hour_without']:,.2f}/h)."
             )
-            continue
-        console.print(
-            f"Binding: {b['text']} costs ${b['costs_usd_per_hour']:,.2f}/h "
-            f"(without it: ${b['usd_per_hour_without']:,.2f}/h)."
-        )
-    if e["single_offer_usd_per_hour"] is not None:
-        console.print(
+        else:
+            lines.append(
+                f"Binding: {b['text']} costs ${b['costs_usd_per_hour']:,.2f}/h "
+                f"(without it: ${b['usd_per_hour_without']:,.2f}/h)."
+            )
+    single, saving = e["single_offer_usd_per_hour"], e["saving_vs_single_offer"]
+    if single is not None:
+        lines.append(
             f"The cheapest single-offer fleet per workload (no failure-domain or spot rules) costs "
-            f"${e['single_offer_usd_per_hour']:,.2f}/h; this plan is {-e['saving_vs_single_offer']:+.1%} against it."
-            if e["saving_vs_single_offer"] < 0
-            else f"The cheapest single-offer fleet per workload costs ${e['single_offer_usd_per_hour']:,.2f}/h; this "
-            f"plan saves {e['saving_vs_single_offer']:.1%}."
+            f"${single:,.2f}/h; this plan is {-saving:+.1%} against it."
+            if saving < 0
+            else f"The cheapest single-offer fleet per workload costs ${single:,.2f}/h; this plan saves {saving:.1%}."
         )
+    return lines
 
 
 def _pareto_table(front: list[ParetoPoint]) -> None:
@@ -154,6 +161,16 @@ def _pareto_table(front: list[ParetoPoint]) -> None:
         )
         table.add_row(f"{p.usd_per_hour:,.2f}", f"{p.carbon_kg_per_hour:,.3f}", marginal)
     out_console().print(table)
+
+
+def _melange(path: Path, time_limit: float | None) -> None:
+    try:
+        spec = read_melange(path)
+        with _solver_quiet():
+            solution = solve_melange(spec, time_limit or 10.0)
+        print_json(melange_result(spec, solution))
+    except FlopexError as exc:
+        fail(str(exc))
 
 
 def plan_command(
@@ -180,13 +197,7 @@ def plan_command(
 ) -> None:
     """The cheapest heterogeneous fleet (HiGHS MILP) for one or more workloads, explained."""
     if melange is not None:
-        try:
-            spec = read_melange(melange)
-            with _solver_quiet():
-                solution = solve_melange(spec, time_limit or 10.0)
-            print_json(melange_result(spec, solution))
-        except FlopexError as exc:
-            fail(str(exc))
+        _melange(melange, time_limit)
         return
     if file is None:
         fail("give a plan or workload file (e.g. examples/fleet-plan.yaml), or --melange FILE.")
@@ -196,14 +207,10 @@ def plan_command(
         fail("--plot writes the --pareto frontier as SVG. To fix: pass --pareto cost,carbon --plot frontier.svg.")
     try:
         spec_, workloads = load_plan(file)
-        overrides: dict[str, Any] = {}
-        for key, value in (("carbon_price_usd_per_t", carbon_price), ("carbon_cap_kg_per_hour", carbon_cap),
-                           ("min_failure_domains", min_domains), ("utilisation", utilisation),
-                           ("time_limit_s", time_limit), ("mip_gap", gap)):  # fmt: skip
-            if value is not None:
-                overrides[key] = value
-        if whole:
-            overrides["whole_assignment"] = True
+        overrides = {key: value for key, value in (
+            ("carbon_price_usd_per_t", carbon_price), ("carbon_cap_kg_per_hour", carbon_cap),
+            ("min_failure_domains", min_domains), ("utilisation", utilisation), ("time_limit_s", time_limit),
+            ("mip_gap", gap), ("whole_assignment", whole or None)) if value is not None}  # fmt: skip
         spec_ = spec_.model_copy(update=overrides)
         inputs = (catalog_for(catalog, quiet=True), efficiency_for(calibration), load_energy_table())
         with _solver_quiet():

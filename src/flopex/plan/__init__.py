@@ -12,6 +12,7 @@ from flopex.plan._model import (
     Hosted,
     Options,
     Solution,
+    default_time_limit,
     effective_utilisation,
 )
 from flopex.plan._plan import (
@@ -44,6 +45,7 @@ __all__ = [
     "Solution",
     "SpotPolicy",
     "build_inputs",
+    "default_time_limit",
     "effective_utilisation",
     "load_plan",
     "make_plan",

@@ -27,6 +27,7 @@ from flopex.plan._model import (
     Options,
     Solution,
     carbons,
+    default_time_limit,
     effective_utilisation,
     excludes_unknown_energy,
     usable,
@@ -41,6 +42,7 @@ __all__ = [
     "Options",
     "Solution",
     "carbons",
+    "default_time_limit",
     "effective_utilisation",
     "excludes_unknown_energy",
     "prune",
@@ -67,20 +69,21 @@ def _coupled(candidates: list[Candidate], demands: list[Demand], options: Option
     return False
 
 
-def _merge(parts: list[Solution], seconds: float) -> Solution:
-    """Independent workloads solved apart: the union of their plans."""
+def _merge(parts: list[Solution], seconds: float, options: Options) -> Solution:
+    """Independent workloads solved apart: the union of their plans. Objectives and HiGHS's bounds add up, so
+    the gap of the whole is (sum of objectives - sum of bounds) / sum of objectives; unknown if any part's is."""
     bad = next((p for p in parts if not p.feasible), None)
     if bad is not None:
         return replace(bad, seconds=seconds)
-    money = sum(p.usd_per_hour for p in parts)
     objective = sum(p.objective for p in parts)
-    bound = sum(p.objective * (1 - p.gap) for p in parts)
+    bounds = [p.bound for p in parts]
+    bound = None if any(b is None for b in bounds) else sum(b for b in bounds if b is not None)
     return Solution(
         status="optimal" if all(p.status == "optimal" for p in parts) else "time_limit",
         message="; ".join(dict.fromkeys(p.message for p in parts)),
-        usd_per_hour=money,
+        usd_per_hour=sum(p.usd_per_hour for p in parts),
         objective=objective,
-        gap=(objective - bound) / objective if objective else 0.0,
+        gap=None if bound is None else _relative_gap(objective, bound),
         seconds=seconds,
         groups={k: v for p in parts for k, v in p.groups.items()},
         routing={k: v for p in parts for k, v in p.routing.items()},
@@ -89,7 +92,17 @@ def _merge(parts: list[Solution], seconds: float) -> Solution:
         energy_kwh_per_hour=sum(p.energy_kwh_per_hour for p in parts),
         carbon_g_per_hour=sum(p.carbon_g_per_hour for p in parts),
         size=(sum(p.size[0] for p in parts), sum(p.size[1] for p in parts), sum(p.size[2] for p in parts)),
+        bound=bound,
+        time_limit_s=options.time_limit_s if options.time_limit_s is not None else sum(p.time_limit_s for p in parts),
     )
+
+
+def _relative_gap(objective: float, bound: float) -> float | None:
+    """HiGHS's definition: (objective - bound) / |objective|; 0 where both are 0, unknown where only the
+    objective is."""
+    if objective == 0:
+        return 0.0 if bound >= 0 else None
+    return max(0.0, (objective - bound) / abs(objective))
 
 
 def solve(
@@ -97,17 +110,20 @@ def solve(
 ) -> Solution:
     """Minimise $/h (+ carbon price x expected tCO2e/h) subject to the constraints in `options`.
 
-    Workloads that share no constraint are independent problems; they are solved one by one (each within its
-    share of the time limit), which is exact and much faster than one large model."""
+    Workloads that share no constraint are independent problems; they are solved one by one, which is exact
+    and much faster than one large model. Each gets the default time limit of its own size, or, where the
+    options set a limit, its share of that limit."""
     if not _coupled(candidates, demands, options):
         start = time.perf_counter()
         parts = []
         for index, d in enumerate(demands):  # time a workload leaves unused passes to the next ones
-            left = options.time_limit_s - (time.perf_counter() - start)
-            share = replace(options, time_limit_s=max(left / (len(demands) - index), 0.1))
+            share = options
+            if options.time_limit_s is not None:
+                left = options.time_limit_s - (time.perf_counter() - start)
+                share = replace(options, time_limit_s=max(left / (len(demands) - index), 0.1))
             own = [c for c in candidates if c.workload == d.workload]
             parts.append(_solve(own, [d], share, [h for h in hosted or [] if h.workload == d.workload]))
-        return _merge(parts, time.perf_counter() - start)
+        return _merge(parts, time.perf_counter() - start, options)
     return _solve(candidates, demands, options, hosted)
 
 
@@ -255,7 +271,7 @@ def _domain_rows(m: _Model, options: Options) -> None:
             m.add(zs, float(k), np.inf)
 
 
-def _run(m: _Model, options: Options) -> OptimizeResult:
+def _run(m: _Model, options: Options, time_limit_s: float) -> OptimizeResult:
     n = len(m.cost)
     ub = np.full(n, 1.0)
     ub[: len(m.cands)] = m.y_ub
@@ -268,7 +284,7 @@ def _run(m: _Model, options: Options) -> OptimizeResult:
         integrality=np.array(m.integrality),
         bounds=Bounds(np.zeros(n), ub),
         constraints=constraints,
-        options={"time_limit": options.time_limit_s, "mip_rel_gap": options.mip_gap, "presolve": True, "disp": False},
+        options={"time_limit": time_limit_s, "mip_rel_gap": options.mip_gap, "presolve": True, "disp": False},
     )
 
 
@@ -286,21 +302,41 @@ def _solve(
     _limit_rows(m, options)
     _spot_rows(m, demands, options)
     _domain_rows(m, options)
-    empty = Solution("infeasible", "", 0.0, 0.0, 0.0, 0.0, {}, {}, {}, 0.0, 0.0, 0.0, m.size)
+    limit = options.time_limit_s if options.time_limit_s is not None else default_time_limit(m.size)
+    empty = Solution("infeasible", "", 0.0, 0.0, None, 0.0, {}, {}, {}, 0.0, 0.0, 0.0, m.size, time_limit_s=limit)
     unserved = next((s for s in range(len(m.slices)) if not m.slice_cols[s]), None)
     if unserved is not None:
         w, b, _ = m.slices[unserved]
         message = f"no candidate can serve {w} bucket {by_workload[w].labels[b]} within its SLO"
         return replace(empty, message=message, seconds=time.perf_counter() - start)
-    result = _run(m, options)
+    result = _run(m, options, limit)
     seconds = time.perf_counter() - start
     if result.x is None:
         status: Literal["infeasible", "error"] = "infeasible" if result.status == 2 else "error"
-        return replace(empty, status=status, message=str(result.message), seconds=seconds)
-    return _decode(m, result, by_workload, seconds)
+        message = str(result.message)
+        if result.status == 1:
+            message = (f"HiGHS found no plan within its {limit:.0f} s time limit. To fix: raise the limit "
+                       "(--time-limit SECONDS, or time_limit_s in the plan file).")  # fmt: skip
+        return replace(empty, status=status, message=message, seconds=seconds)
+    return _decode(m, result, by_workload, seconds, limit)
 
 
-def _decode(m: _Model, result: OptimizeResult, by_workload: Mapping[str, Demand], seconds: float) -> Solution:
+def _bound_and_gap(result: OptimizeResult, objective: float) -> tuple[float | None, float | None]:
+    """HiGHS's dual bound and relative gap, as scipy passes them on (`mip_dual_bound`, `mip_gap`), each
+    completed from the other where one is missing; (None, None) where neither is known, never a gap of 0."""
+    bound, gap = result.get("mip_dual_bound"), result.get("mip_gap")
+    bound = float(bound) if bound is not None and math.isfinite(bound) else None
+    gap = float(gap) if gap is not None and math.isfinite(gap) else None
+    if bound is None and gap is not None:
+        bound = objective - gap * abs(objective)
+    if gap is None and bound is not None:
+        gap = _relative_gap(objective, bound)
+    return bound, gap
+
+
+def _decode(
+    m: _Model, result: OptimizeResult, by_workload: Mapping[str, Demand], seconds: float, limit: float
+) -> Solution:
     """Groups, routing shares, load, money, energy and carbon of a solved model."""
     x = result.x
     groups = {c.id: round(float(x[i])) for i, c in enumerate(m.cands) if round(float(x[i])) > 0}
@@ -321,9 +357,9 @@ def _decode(m: _Model, result: OptimizeResult, by_workload: Mapping[str, Demand]
             routing[(w, b)][api.id] += share * rate / total
             hosted_usd += share * rate * 3600 * api.usd_per_request[b]
     kw = {c.id: groups.get(c.id, 0) * c.idle_kw + (c.busy_kw - c.idle_kw) * load.get(c.id, 0.0) for c in m.cands}
-    gap = float(getattr(result, "mip_gap", 0.0) or 0.0)
+    bound, gap = _bound_and_gap(result, float(result.fun))
     return Solution(
-        status="optimal" if result.status == 0 else "time_limit",
+        status="optimal" if result.status == 0 else "time_limit",  # stopped with a plan, before proving it
         message=str(result.message),
         usd_per_hour=sum(groups.get(c.id, 0) * c.usd_per_hour for c in m.cands) + hosted_usd,
         objective=float(result.fun),
@@ -336,4 +372,6 @@ def _decode(m: _Model, result: OptimizeResult, by_workload: Mapping[str, Demand]
         energy_kwh_per_hour=sum(kw.values()),
         carbon_g_per_hour=sum(kw[c.id] * c.grid_g_per_kwh for c in m.cands),
         size=m.size,
+        bound=bound,
+        time_limit_s=limit,
     )

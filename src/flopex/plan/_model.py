@@ -16,6 +16,7 @@ __all__ = [
     "Options",
     "Solution",
     "carbons",
+    "default_time_limit",
     "effective_utilisation",
     "excludes_unknown_energy",
     "usable",
@@ -85,7 +86,7 @@ class Options:
     recovery_s: float = 120.0  # time to replace an interrupted spot instance (the simulator's default)
     whole: bool = False
     slice_factor: int = 1
-    time_limit_s: float = 10.0
+    time_limit_s: float | None = None  # None: default_time_limit of the model's size
     mip_gap: float = 0.01
     disabled: frozenset[str] = frozenset()
 
@@ -96,7 +97,7 @@ class Solution:
     message: str
     usd_per_hour: float
     objective: float
-    gap: float
+    gap: float | None  # (objective - bound) / objective, as HiGHS reports it; None where there is no bound
     seconds: float
     groups: dict[str, int]  # candidate id -> groups
     routing: dict[tuple[str, int], dict[str, float]]  # (workload, bucket) -> {candidate or hosted id: share}
@@ -105,10 +106,19 @@ class Solution:
     energy_kwh_per_hour: float
     carbon_g_per_hour: float
     size: tuple[int, int, int]  # integer variables, continuous variables, constraints
+    bound: float | None = None  # HiGHS's dual bound: no plan's objective can be lower
+    time_limit_s: float = 0.0  # the limit the solver ran under (all parts together)
 
     @property
     def feasible(self) -> bool:
         return self.status in ("optimal", "time_limit")
+
+
+def default_time_limit(size: tuple[int, int, int]) -> float:
+    """The solver's time limit where the plan sets none: 10 s, plus 10 s per 1,000 integer variables and
+    10 s per 50,000 continuous ones, up to 10 minutes. See docs/planning.md for the measurements behind it."""
+    integers, continuous, _ = size
+    return min(600.0, 10.0 + 10.0 * integers / 1000 + 10.0 * continuous / 50_000)
 
 
 def carbons(options: Options) -> bool:

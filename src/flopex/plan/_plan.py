@@ -92,7 +92,70 @@ class Plan:
         own = sum(n * cands[c].usd_per_hour for c, n in self.solution.groups.items() if cands[c].workload == name)
         return own + sum(self.hosted_usd_per_hour(h.id, name) for h in self.inputs.hosted if h.workload == name)
 
+    def warnings(self) -> list[str]:
+        """What a reader of the plan must know before trusting its cost: a solve stopped at its time limit."""
+        s = self.solution
+        if s.status != "time_limit":
+            return []
+        better = (
+            "how much cheaper a plan could be is unknown (HiGHS reported no bound)"
+            if s.gap is None
+            else f"a better plan may cost up to {s.gap:.1%} less (the remaining optimality gap; the target was "
+            f"{self.options.mip_gap:.1%})"
+        )
+        return [
+            f"the solver stopped at its time limit ({s.time_limit_s:,.0f} s) before proving this plan the cheapest: "
+            f"{better}. To fix: raise the limit with --time-limit SECONDS, or time_limit_s in the plan file."
+        ]
+
     def to_json(self) -> dict[str, Any]:
+        s = self.solution
+        cands = self._cands()
+        return {
+            "plan_schema_version": PLAN_SCHEMA_VERSION,
+            "name": self.spec.name,
+            "status": s.status,
+            "message": s.message,
+            "usd_per_hour": s.usd_per_hour,
+            "usd_per_month": s.usd_per_hour * min(w.horizon_hours_per_month for w in self.workloads),
+            "hosted_usd_per_hour": s.hosted_usd_per_hour,
+            "energy_kwh_per_hour": s.energy_kwh_per_hour,
+            "carbon_kg_per_hour": s.carbon_g_per_hour / 1000,
+            "groups_without_energy_figures": sum(n for cid, n in s.groups.items() if not cands[cid].power_known),
+            "warnings": self.warnings(),
+            "solver": {
+                "gap": s.gap,
+                "bound": s.bound,
+                "time_limit_s": s.time_limit_s,
+                "stopped_at_time_limit": s.status == "time_limit",
+                "seconds": s.seconds,
+                "integer_variables": s.size[0],
+                "continuous_variables": s.size[1],
+                "constraints": s.size[2],
+                "engine": "HiGHS (scipy.optimize.milp)",
+            },  # fmt: skip
+            "fleet": self._fleet_json(),
+            "workloads": self._workloads_json(),
+            "explanation": self._explanation_json(),
+            "relaxations": [
+                {"constraint": b.group, "text": b.text, "usd_per_hour": b.usd_per_hour_without}
+                for b in self.relaxations
+            ],  # fmt: skip
+            "options": {
+                "utilisation": self.options.utilisation,
+                "carbon_price_usd_per_t": self.options.carbon_price_usd_per_t,
+                "min_failure_domains": self.spec.min_failure_domains,
+                "failure_domain": self.options.domain,
+                "on_demand_floor": self.options.on_demand_floor,
+                "max_zone_share": self.options.max_zone_share,
+                "recovery_s": self.options.recovery_s,
+                "whole_assignment": self.options.whole,
+            },  # fmt: skip
+            "skipped": self.inputs.skipped,
+        }
+
+    def _fleet_json(self) -> list[dict[str, Any]]:
+        """One line per deployed candidate, dearest first, then one per (hosted API, workload) in use."""
         s = self.solution
         cands = self._cands()
         models = {w.name: w.model for w in self.workloads}
@@ -117,70 +180,41 @@ class Plan:
                     "groups": 0, "instances": 0, "spot": False, "usd_per_hour": usd, "utilisation": None,
                     "slo_headroom": None, "power_kw": None, "carbon_kg_per_hour": None,
                 })  # fmt: skip
+        return fleet
+
+    def _workloads_json(self) -> list[dict[str, Any]]:
         workloads = []
         for d in self.inputs.demands:
             usd = self.workload_usd_per_hour(d.workload)
             out_tokens = sum(r * o for r, o in zip(d.rates, self.inputs.output_tokens[d.workload], strict=True)) * 3600
             routing = [
                 {"bucket": d.labels[b], "rate": d.rates[b], "unit": self.inputs.units[d.workload],
-                 "shares": s.routing.get((d.workload, b), {})}
+                 "shares": self.solution.routing.get((d.workload, b), {})}
                 for b in range(len(d.rates))
             ]  # fmt: skip
             workloads.append({
                 "name": d.workload, "usd_per_hour": usd,
                 "usd_per_mtok_output": usd / out_tokens * 1e6 if out_tokens else None, "routing": routing,
             })  # fmt: skip
+        return workloads
+
+    def _explanation_json(self) -> dict[str, Any]:
+        single = self.single_offer_usd_per_hour
         return {
-            "plan_schema_version": PLAN_SCHEMA_VERSION,
-            "name": self.spec.name,
-            "status": s.status,
-            "message": s.message,
-            "usd_per_hour": s.usd_per_hour,
-            "usd_per_month": s.usd_per_hour * min(w.horizon_hours_per_month for w in self.workloads),
-            "hosted_usd_per_hour": s.hosted_usd_per_hour,
-            "energy_kwh_per_hour": s.energy_kwh_per_hour,
-            "carbon_kg_per_hour": s.carbon_g_per_hour / 1000,
-            "groups_without_energy_figures": sum(n for cid, n in s.groups.items() if not cands[cid].power_known),
-            "solver": {
-                "gap": s.gap,
-                "seconds": s.seconds,
-                "integer_variables": s.size[0],
-                "continuous_variables": s.size[1],
-                "constraints": s.size[2],
-                "engine": "HiGHS (scipy.optimize.milp)",
-            },  # fmt: skip
-            "fleet": fleet,
-            "workloads": workloads,
-            "explanation": {
-                "binding": [
-                    {
-                        "constraint": b.group,
-                        "text": b.text,
-                        "usd_per_hour_without": b.usd_per_hour_without,
-                        "costs_usd_per_hour": b.saving,
-                    }
-                    for b in self.binding
-                ],  # fmt: skip
-                "single_offer_usd_per_hour": self.single_offer_usd_per_hour,
-                "single_offer": self.single_offer,
-                "saving_vs_single_offer": None
-                if self.single_offer_usd_per_hour is None or not s.feasible
-                else 1 - s.usd_per_hour / self.single_offer_usd_per_hour,
-            },
-            "relaxations": [
-                {"constraint": b.group, "text": b.text, "usd_per_hour": b.usd_per_hour_without}
-                for b in self.relaxations
+            "binding": [
+                {
+                    "constraint": b.group,
+                    "text": b.text,
+                    "usd_per_hour_without": b.usd_per_hour_without,
+                    "costs_usd_per_hour": b.saving,
+                }
+                for b in self.binding
             ],  # fmt: skip
-            "options": {
-                "utilisation": self.options.utilisation,
-                "carbon_price_usd_per_t": self.options.carbon_price_usd_per_t,
-                "min_failure_domains": self.spec.min_failure_domains,
-                "failure_domain": self.options.domain,
-                "on_demand_floor": self.options.on_demand_floor,
-                "max_zone_share": self.options.max_zone_share,
-                "whole_assignment": self.options.whole,
-            },  # fmt: skip
-            "skipped": self.inputs.skipped,
+            "single_offer_usd_per_hour": single,
+            "single_offer": self.single_offer,
+            "saving_vs_single_offer": None
+            if single is None or not self.solution.feasible
+            else 1 - self.solution.usd_per_hour / single,
         }
 
 
@@ -226,8 +260,8 @@ def _single_offer(inputs: Inputs, options: Options) -> tuple[float | None, dict[
     return total, chosen
 
 
-def _without(inputs: Inputs, options: Options, groups: frozenset[str]) -> Solution:
-    quick = replace(options, disabled=options.disabled | groups, time_limit_s=max(1.0, options.time_limit_s / 4))
+def _without(inputs: Inputs, options: Options, groups: frozenset[str], limit_s: float) -> Solution:
+    quick = replace(options, disabled=options.disabled | groups, time_limit_s=limit_s)
     return solve(inputs.candidates, inputs.demands, quick, inputs.hosted)
 
 
@@ -250,7 +284,7 @@ def _cap_binds(solution: Solution, options: Options, without: Solution) -> bool:
     than the solver's bound on this one (so the difference is no artefact of the gap)."""
     cap = options.carbon_cap_g_per_hour
     at_cap = cap is not None and solution.carbon_g_per_hour >= cap * (1 - 1e-4)
-    return at_cap or without.objective < solution.objective * (1 - solution.gap) - 1e-6
+    return at_cap or (solution.bound is not None and without.objective < solution.bound - 1e-6)
 
 
 def _explain(inputs: Inputs, options: Options, solution: Solution) -> tuple[list[Binding], list[Binding]]:
@@ -264,7 +298,7 @@ def _explain(inputs: Inputs, options: Options, solution: Solution) -> tuple[list
     def without(*groups: str) -> Solution:
         key = frozenset(groups)
         if key not in solved:
-            solved[key] = _without(inputs, options, key)
+            solved[key] = _without(inputs, options, key, max(1.0, solution.time_limit_s / 4))
         return solved[key]
 
     for group in _active(options, inputs):

@@ -62,7 +62,11 @@ class PlanSpec(BaseModel):
     sunk_cost: tuple[Market, ...] = Field(default=(), description="markets already paid for, up to their capacity")
     whole_assignment: bool = False
     slice_factor: PositiveInt = 1
-    time_limit_s: PositiveFloat = 10.0
+    time_limit_s: PositiveFloat | None = Field(
+        None,
+        description="solver seconds; by default 10 s plus 10 s per 1,000 integer and per 50,000 continuous"
+        " variables, up to 600 s (docs/planning.md)",
+    )
     mip_gap: float = Field(0.01, ge=0, lt=1)
     profiles: list[Profile] = Field(default_factory=list)
 
