@@ -107,7 +107,7 @@ def test_training_meets_its_deadline_and_costs_its_accelerator_hours() -> None:
         assert r.usd_per_unit == pytest.approx(r.instances * offer.price_usd_per_hour * hours)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(rate=st.floats(0.5, 40), factor=st.floats(1.1, 4))
 def test_more_traffic_never_costs_less_per_hour_on_the_same_offer(rate: float, factor: float) -> None:
     base = load_workload(EXAMPLES / "code-assistant.yaml")

@@ -20,7 +20,7 @@ from flopex.perf._memory import (
     memory_plan,
     weight_bytes,
 )
-from flopex.perf._serving import Replica, Steady, closed_loop, max_batch, steady_state
+from flopex.perf._serving import Replica, Steady, closed_loop, max_batch, random_batch_limit, steady_state
 from flopex.perf._step import Batch, rates_for
 
 __all__ = [
@@ -48,6 +48,8 @@ class Scenario:
     concurrency: int = 0
     ttft_slo_s: float = math.inf
     tpot_slo_s: float = math.inf
+    e2e_slo_s: float = math.inf  # p99 of TTFT + (O - 1) x TPOT, for an end-to-end SLO
+    burstiness: float = 1.0  # variance of arrival counts as a multiple of Poisson's (1: Poisson)
 
     def __str__(self) -> str:
         return f"concurrency:{self.concurrency}" if self.kind == "concurrency" else self.kind
@@ -217,33 +219,39 @@ def _bound(point: Steady) -> Bound:
     return "compute" if point.step.compute_s >= point.step.memory_s + point.step.comm_s else "memory"
 
 
-def _slo_ok(point: Steady | None, s: Scenario) -> bool:
-    return point is not None and point.ttft_p99_s <= s.ttft_slo_s and point.tpot_p99_s <= s.tpot_slo_s
+def _slo_ok(point: Steady | None, s: Scenario, output_tokens: int) -> bool:
+    if point is None or point.tpot_p99_s > s.tpot_slo_s or not point.ttft_within(s.ttft_slo_s):
+        return False
+    return math.isinf(s.e2e_slo_s) or point.e2e_over(s.e2e_slo_s, output_tokens) <= 0.01
 
 
 def _best_batch(rep: Replica, q: LLMQuery, limit: float) -> tuple[Steady, bool]:
-    """The highest-throughput batch up to `limit` that meets the scenario's SLOs (grid, then bisection)."""
+    """The highest-throughput batch up to `limit` that meets the scenario's SLOs.
+
+    Throughput b/t(b) grows with the batch (a step grows more slowly than the batch), so the answer is the
+    largest batch within the SLOs: a scan down a log grid to the first one that meets them, then bisection
+    up to the next grid point. The grid starts at a fraction of a sequence decoding on average (long prompts
+    under a tight TTFT limit)."""
     i, o, s = q.input_tokens, q.output_tokens, q.scenario
-    grid = sorted({limit * (1 - 1e-9), *(limit ** (k / 48) for k in range(48))})
-    best: Steady | None = None
-    for lo, hi in zip(grid, grid[1:] + [grid[-1]], strict=True):
-        point = steady_state(rep, i, o, lo)
-        if not _slo_ok(point, s):
-            continue
-        assert point is not None
-        if not _slo_ok(steady_state(rep, i, o, hi), s):  # refine the edge of the feasible region
-            for _ in range(30):
-                mid = (lo + hi) / 2
-                if _slo_ok(steady_state(rep, i, o, mid), s):
-                    lo = mid
-                else:
-                    hi = mid
-            point = steady_state(rep, i, o, lo) or point
-        if best is None or point.output_tokens_per_s > best.output_tokens_per_s:
-            best = point
-    if best is not None:
-        return best, True
-    fallback = steady_state(rep, i, o, 1.0) or closed_loop(rep, i, o, 1.0)
+
+    def point(b: float) -> Steady | None:
+        return steady_state(rep, i, o, b, burstiness=s.burstiness)
+
+    grid = sorted({limit * (1 - 1e-9), *(limit ** (k / 24) for k in range(24)), *(2.0**-j for j in range(1, 8))})
+    above = None
+    for lo in reversed(grid):
+        found = point(lo)
+        if _slo_ok(found, s, o):
+            assert found is not None
+            if above is not None:
+                hi = above
+                for _ in range(20):
+                    mid = (lo + hi) / 2
+                    lo, hi = (mid, hi) if _slo_ok(point(mid), s, o) else (lo, mid)
+                found = point(lo) or found
+            return found, True
+        above = lo
+    fallback = point(1.0) or closed_loop(rep, i, o, 1.0)
     return fallback, False
 
 
@@ -258,7 +266,7 @@ def _operate(rep: Replica, q: LLMQuery) -> tuple[Steady, int, Bound, bool]:
         k_fit = min(k, rep.batch_limit, rep.memory.kv_capacity_tokens / per_seq)
         point = closed_loop(rep, i, o, max(k_fit, 1.0))
         bound: Bound = "capacity" if k_fit < k else _bound(point)
-        return point, active, bound, _slo_ok(point, s)
+        return point, active, bound, _slo_ok(point, s, o)
     offline = steady_state(rep, i, o, limit, queued=True)
     if offline is None:  # the token budget binds exactly at `limit`; step back a hair
         offline = steady_state(rep, i, o, limit * (1 - 1e-6), queued=True)
@@ -266,7 +274,8 @@ def _operate(rep: Replica, q: LLMQuery) -> tuple[Steady, int, Bound, bool]:
     if s.kind == "offline":
         bound = "capacity" if limiter == "capacity" else _bound(offline)
         return offline, rep.layout.replicas, bound, True
-    point, met = _best_batch(rep, q, limit)
+    server_limit = random_batch_limit(limit, s.burstiness) if limiter != "tokens" else limit
+    point, met = _best_batch(rep, q, server_limit)
     if not met:
         return point, rep.layout.replicas, "slo", False
     binding = point.output_tokens_per_s < offline.output_tokens_per_s * (1 - 1e-3)

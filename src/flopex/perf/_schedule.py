@@ -103,8 +103,9 @@ class EngineState:
         return blocks + self.admitted
 
     def fits(self, seq: Seq) -> bool:
-        """Whether the request could ever run here (longer than the whole cache: the engine rejects it)."""
-        return self._footprint(seq) + BLOCK_TOKENS <= self.kv_cap
+        """Whether the request can run here: its prompt and whole answer fit in the cache (an engine rejects
+        a request longer than that, as vLLM does one beyond its maximum length)."""
+        return seq.input_tokens + seq.output_tokens + BLOCK_TOKENS <= self.kv_cap
 
     def _footprint(self, seq: Seq) -> int:
         if self.full_reservation:
@@ -123,6 +124,12 @@ class EngineState:
     def next_step(self) -> Step | None:
         """Admit and prefill FIFO within the token budget, the batch limit and the KV cache; preempt the
         newest decoders while the cache cannot hold one more token each. None when there is nothing to do."""
+        step = self._compose()
+        if step is None and self.waiting and not self.running:  # preemption emptied the batch: admit again
+            step = self._compose()
+        return step
+
+    def _compose(self) -> Step | None:
         b = len(self.running)
         budget = self.budget - b
         chunk_tokens = 0
