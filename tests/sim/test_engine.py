@@ -25,7 +25,7 @@ from flopex.sim import (
     requests_from_trace,
     simulate,
 )
-from flopex.workloads import ChatWorkload, LengthBucket, load_workload_text
+from flopex.workloads import ChatWorkload, LengthBucket, TokenSlo, load_workload_text
 
 CATALOG = load_catalog()
 EFF = load_efficiency()
@@ -63,7 +63,7 @@ def test_latency_grows_with_load_and_littles_law_holds() -> None:
     for load in (0.2, 0.5, 0.8, 0.95):
         reqs = generate("poisson", capacity * load, 300, "w", BUCKET, random.Random(2))
         result = simulate(reqs, [rep], SimOptions(seed=2))
-        data = report(result, [rep], {"w": (2.0, 0.2)}, 1.0).data
+        data = report(result, [rep], {"w": TokenSlo(ttft_p99_s=2.0, tpot_p99_s=0.2)}, 1.0).data
         e2e = data["workloads"]["w"]["e2e_s"]["mean"]
         assert e2e > previous
         previous = e2e
@@ -117,7 +117,7 @@ def _conv_plan(scale: float) -> tuple[ChatWorkload, list[SimReplica], list[tuple
 def test_a_plan_meets_its_slo_on_the_trace_it_was_planned_for_and_half_of_it_does_not() -> None:
     w, reps, rows, usd = _conv_plan(10.0)
     reqs = requests_from_trace(rows, w.name, w.traffic.buckets(), rate_scale=10.0)
-    slo = w.slo.limits(200)
+    slo = w.slo
     full = report(simulate(reqs, reps, SimOptions(seed=1)), reps, {w.name: slo}, usd).data
     assert full["workloads"][w.name]["slo_attainment"] >= 0.99
     half = reps[: max(1, len(reps) // 2)]

@@ -88,6 +88,11 @@ def simulate_command(
         float, typer.Option("--plan-scale", min=0.0001, help="Plan the fleet for this many times each workload's rate.")
     ] = 1.0,
     duration: Annotated[float, typer.Option("--duration", min=1.0, help="Seconds of synthetic arrivals.")] = 600.0,
+    burstiness: Annotated[
+        float | None,
+        typer.Option("--burstiness", min=0.01, max=100.0, help="Squared coefficient of variation of gamma gaps "
+                     "(default: each workload's `traffic.burstiness`)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (runs are deterministic).")] = 0,
     policy: Annotated[str, typer.Option("--policy", help="plan (follow the plan's shares) or least-load.")] = "plan",
     fail_at: Annotated[list[str] | None, typer.Option("--fail", help="REPLICA@START:SECONDS; repeatable.")] = None,
@@ -123,7 +128,8 @@ def simulate_command(
                 reqs = requests_from_trace(_read_trace(source), w.name, w.traffic.buckets(), rate_scale)
             else:
                 rate = (w.traffic.requests_per_s or 0.0) * rate_scale
-                reqs = generate(kind, rate, duration, w.name, w.traffic.buckets(), rng)
+                burst = burstiness or w.traffic.burstiness
+                reqs = generate(kind, rate, duration, w.name, w.traffic.buckets(), rng, burstiness=burst)
             requests += [
                 Request(len(requests) + i, r.arrival, r.workload, r.bucket, r.input_tokens, r.output_tokens)
                 for i, r in enumerate(reqs)
@@ -138,13 +144,13 @@ def simulate_command(
                       TimeElapsedColumn(), console=err_console(), transient=True, disable=json) as bar:  # fmt: skip
             task = bar.add_task("sim", total=len(requests))
             result = simulate(requests, replicas, options, lambda done, total: bar.update(task, completed=done))
-        slos = {w.name: w.slo.limits(w.traffic.mean_lengths()[1]) for w in chats}
+        slos = {w.name: w.slo for w in chats}
         data = report(result, replicas, slos, plan.solution.usd_per_hour).data
     except FlopexError as exc:
         fail(str(exc))
     data["plan_usd_per_hour"] = plan.solution.usd_per_hour
     data["sent_to_hosted_apis"] = len(to_hosted)
-    data["slos"] = {k: {"ttft_p99_s": v[0], "tpot_p99_s": v[1]} for k, v in slos.items()}
+    data["slos"] = {k: v.model_dump(exclude_none=True) for k, v in slos.items()}
     if json:
         print_json(data)
     else:

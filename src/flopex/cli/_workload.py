@@ -44,12 +44,15 @@ def validate(
     table.add_row("precisions", ", ".join(w.precisions))
     if isinstance(w, ChatWorkload):
         mean_in, mean_out = w.traffic.mean_lengths()
-        table.add_row("rate", f"{w.traffic.requests_per_s:,.3g} requests/s")
+        table.add_row("rate", f"{w.traffic.requests_per_s:,.3g} requests/s, burstiness {w.traffic.burstiness:g}")
         buckets = ", ".join(f"{b.input_tokens:,}/{b.output_tokens:,} x {b.weight:.2f}" for b in w.traffic.buckets())
         table.add_row("lengths (in/out x weight)", buckets)
         table.add_row("mean lengths", f"{mean_in:,.0f} in, {mean_out:,.0f} out")
         ttft, tpot = w.slo.limits(mean_out)
-        table.add_row("SLO (p99)", f"TTFT {ttft:.3g} s, TPOT {tpot:.3g} s")
+        if w.slo.e2e_p99_s is not None:
+            table.add_row("SLO (p99)", f"end to end {w.slo.e2e_p99_s:.3g} s")
+        else:
+            table.add_row("SLO (p99)", f"TTFT {ttft:.3g} s, TPOT {tpot:.3g} s")
     else:
         for key in ("video", "session", "training", "traffic", "slo"):
             value = getattr(w, key, None)

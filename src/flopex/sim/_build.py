@@ -9,12 +9,30 @@ from collections.abc import Sequence
 from flopex.catalog import Catalog
 from flopex.economics import chat_fit
 from flopex.errors import SimError
-from flopex.perf import Efficiency, replica_for
+from flopex.perf import Efficiency, Replica, replica_for
 from flopex.plan import Plan
 from flopex.sim._engine import Request, SimReplica
 from flopex.workloads import ChatWorkload
 
-__all__ = ["hosted_shares", "replicas_from_plan", "split_hosted"]
+__all__ = ["group_replica", "hosted_shares", "replicas_from_plan", "split_hosted"]
+
+
+def group_replica(plan: Plan, cid: str, catalog: Catalog, eff: Efficiency) -> tuple[Replica, int]:
+    """The model replica a candidate's group runs, and how many of them a group holds."""
+    c = next(c for c in plan.inputs.candidates if c.id == cid)
+    w = next(w for w in plan.workloads if w.name == c.workload)
+    if not isinstance(w, ChatWorkload):
+        raise SimError(
+            f"workload {w.name} is {w.kind}; the simulator replays token traffic (chat and completion workloads)."
+        )
+    offer = catalog.offer(c.offer)
+    if offer is None:
+        raise SimError(f"offer {c.offer} is not in the catalog the plan was made with.")
+    acc = catalog.accelerators[offer.accelerator]
+    precision = cid.split("|")[2]
+    fit = chat_fit(w, acc, offer.accelerator_count, c.instances, precision, eff)  # type: ignore[arg-type]
+    prediction = fit.predictions[0]
+    return replica_for(prediction, eff), prediction.layout.replicas
 
 
 def replicas_from_plan(plan: Plan, catalog: Catalog, eff: Efficiency) -> list[SimReplica]:
@@ -25,19 +43,8 @@ def replicas_from_plan(plan: Plan, catalog: Catalog, eff: Efficiency) -> list[Si
     for cid, groups in sorted(plan.solution.groups.items()):
         c = cands[cid]
         w = workloads[c.workload]
-        if not isinstance(w, ChatWorkload):
-            raise SimError(
-                f"workload {w.name} is {w.kind}; the simulator replays token traffic (chat and completion workloads)."
-            )
-        offer = catalog.offer(c.offer)
-        if offer is None:
-            raise SimError(f"offer {c.offer} is not in the catalog the plan was made with.")
-        acc = catalog.accelerators[offer.accelerator]
-        precision = cid.split("|")[2]
-        fit = chat_fit(w, acc, offer.accelerator_count, c.instances, precision, eff)  # type: ignore[arg-type]
-        prediction = fit.predictions[0]
-        model = replica_for(prediction, eff)
-        per_group = prediction.layout.replicas
+        model, per_group = group_replica(plan, cid, catalog, eff)
+        assert isinstance(w, ChatWorkload)
         n = groups * per_group
         shares = {
             (w.name, b): plan.solution.routing.get((w.name, b), {}).get(cid, 0.0) / n

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from flopex.sim._engine import Completed, SimReplica, SimResult
+from flopex.workloads import TokenSlo
 
 __all__ = ["Report", "report"]
 
@@ -28,9 +29,8 @@ class Report:
     data: dict[str, Any]
 
 
-def _summary(done: Sequence[Completed], slo: tuple[float, float], horizon: float) -> dict[str, Any]:
-    ttft_slo, tpot_slo = slo
-    ok = [c for c in done if c.ttft <= ttft_slo and c.tpot <= tpot_slo]
+def _summary(done: Sequence[Completed], slo: TokenSlo, horizon: float) -> dict[str, Any]:
+    ok = [c for c in done if slo.met(c.ttft, c.tpot, c.e2e)]
     return {
         "requests": len(done),
         "ttft_s": _pct([c.ttft for c in done]),
@@ -47,7 +47,7 @@ def _summary(done: Sequence[Completed], slo: tuple[float, float], horizon: float
 def report(
     result: SimResult,
     replicas: Sequence[SimReplica],
-    slos: Mapping[str, tuple[float, float]],
+    slos: Mapping[str, TokenSlo],
     usd_per_hour: float,
 ) -> Report:
     horizon = result.horizon_s
