@@ -164,8 +164,9 @@ def create_emulator(model: str, replica: Replica, *, time_scale: float = 1.0, ma
                                            "code": "queue_full"}}, 429, headers={"retry-after": "1"})  # fmt: skip
         text = json.dumps(payload.get("messages")) if chat else str(payload.get("prompt", ""))
         prompt_tokens = max(1, len(text) // 4)
+        asked = payload.get("max_tokens", payload.get("max_completion_tokens"))
         try:
-            completion_tokens = int(payload.get("max_tokens") or payload.get("max_completion_tokens") or 16)
+            completion_tokens = 16 if asked is None else int(asked)
         except (TypeError, ValueError):
             return error(400, "max_tokens must be a positive integer", "invalid_value")
         if completion_tokens < 1:
