@@ -175,6 +175,21 @@ class _Verifier:
         self.factors.update(changed)
         return changed
 
+    def tighten(self, plan: Plan) -> dict[str, float]:
+        """Measured factors for the configurations a plan that held runs and the next cheapest ones, where not
+        measured yet; only those the model underrates (measured above modelled) are returned, as they may
+        make a cheaper plan."""
+        cands = {c.id: c for c in plan.inputs.candidates}
+        changed: dict[str, float] = {}
+        chosen = [cands[cid] for cid in sorted(plan.solution.groups) if cands[cid].workload in self.chats]
+        for name in sorted({c.workload for c in chosen}):
+            mine = [c for c in chosen if c.workload == name]
+            for c in mine + self._alternatives(plan, name, {_key(c) for c in mine}):
+                if _key(c) not in self.factors and _key(c) not in changed:
+                    changed[_key(c)] = self._measure(plan, c, self.chats[name])
+        self.factors.update(changed)
+        return {k: f for k, f in changed.items() if f > 1.02}
+
     def _alternatives(self, plan: Plan, workload: str, chosen: set[str]) -> list[Candidate]:
         """The cheapest configurations of a workload, per unit of modelled capacity on its mix, that have
         not been measured."""
@@ -221,34 +236,50 @@ def verify_plan(
     options: VerifyOptions = VerifyOptions(),
     progress: Callable[[str], None] | None = None,
 ) -> Verified:
-    """Simulate `plan`, correct the capacities of the configurations that fall short, re-solve; repeat."""
+    """Simulate `plan`, correct the capacities of the configurations that fall short, re-solve; repeat.
+
+    Once a plan holds, the configurations it runs are measured too (if they were not): where the model
+    underrates them, the plan is solved again with the measured capacities and the cheaper plan is checked
+    in turn. The answer is the cheapest plan that held."""
     verifier = _Verifier(plan, catalog, eff, traces or {}, options)
     unverified = tuple(w.name for w in plan.workloads if w.name not in verifier.chats)
     rounds: list[Round] = []
-    current = plan
+    current, held = plan, None
+    tightened = False
     for index in range(options.max_rounds):
         if not current.solution.feasible:
-            why = f"after correcting capacities the plan is infeasible ({current.solution.message})"
-            return Verified(current, tuple(rounds), options.target, False, why, unverified, dict(verifier.factors))
+            break
         if progress is not None:
             progress(f"round {index + 1}: simulating ${current.solution.usd_per_hour:,.2f}/h")
         checks = verifier.simulate(current) if verifier.chats else ()
         short = {c.workload for c in checks if c.attainment < options.target}
         if not short:
-            rounds.append(Round(current.solution.usd_per_hour, checks))
-            final = make_plan(current.spec, current.workloads, catalog, eff, energy, inputs=current.inputs)
-            return Verified(final, tuple(rounds), options.target, True, "", unverified, dict(verifier.factors))
-        if progress is not None:
-            progress(f"round {index + 1}: measuring {', '.join(sorted(short))}")
-        changed = verifier.correct(current, short)
-        rounds.append(Round(current.solution.usd_per_hour, checks, changed))
-        if index + 1 < options.max_rounds:
-            current = make_plan(current.spec, current.workloads, catalog, eff, energy, explain=False,
-                                inputs=verifier.inputs())  # fmt: skip
+            if held is None or current.solution.usd_per_hour < held.solution.usd_per_hour - 1e-9:
+                held = current
+            changed = {} if tightened or not verifier.chats else verifier.tighten(current)
+            tightened = True
+            rounds.append(Round(current.solution.usd_per_hour, checks, changed))
+            if not changed:
+                break
+        else:
+            if progress is not None:
+                progress(f"round {index + 1}: measuring {', '.join(sorted(short))}")
+            rounds.append(Round(current.solution.usd_per_hour, checks, verifier.correct(current, short)))
+        nxt = make_plan(current.spec, current.workloads, catalog, eff, energy, explain=False, inputs=verifier.inputs())
+        if held is not None and nxt.solution.usd_per_hour >= held.solution.usd_per_hour - 1e-9:
+            break  # measured capacities offer nothing cheaper than the plan that held
+        current = nxt
+    factors = dict(verifier.factors)
+    if held is not None:
+        final = make_plan(held.spec, held.workloads, catalog, eff, energy, inputs=held.inputs)
+        return Verified(final, tuple(rounds), options.target, True, "", unverified, factors)
+    if not current.solution.feasible:
+        why = f"after correcting capacities the plan is infeasible ({current.solution.message})"
+        return Verified(current, tuple(rounds), options.target, False, why, unverified, factors)
     worst = min(rounds[-1].checks, key=lambda c: c.attainment)
     why = (
-        f"after {options.max_rounds} rounds {worst.workload} meets its SLO for {worst.attainment:.1%} of requests "
+        f"after {len(rounds)} rounds {worst.workload} meets its SLO for {worst.attainment:.1%} of requests "
         f"(target {options.target:.0%}); its p99 TTFT is {worst.ttft_p99_s * 1e3:,.0f} ms. To fix: relax its SLO, "
         f"lower `utilisation`, or allow more offers."
     )
-    return Verified(current, tuple(rounds), options.target, False, why, unverified, dict(verifier.factors))
+    return Verified(current, tuple(rounds), options.target, False, why, unverified, factors)
