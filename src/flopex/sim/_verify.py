@@ -205,11 +205,12 @@ class _Verifier:
         return [c for _, c in sorted(best.values(), key=lambda pc: (pc[0], pc[1].id))[: self.options.alternatives]]
 
     def _measure(self, plan: Plan, c: Candidate, w: ChatWorkload) -> float:
-        """Measured over modelled capacity of one group on the workload's mix, under its bursts."""
+        """Measured over modelled capacity of one group on the workload's mix (the buckets it can serve),
+        under its bursts."""
         original = next(o for o in self.original.candidates if o.id == c.id)
-        buckets = w.traffic.buckets()
-        lengths = [Length(b.input_tokens, b.output_tokens, b.weight, w.slo) for b in buckets]
-        modelled = 1 / sum(b.weight / cap for b, cap in zip(buckets, original.capacity, strict=True))
+        served = [(b, cap) for b, cap in zip(w.traffic.buckets(), original.capacity, strict=True) if cap > 0]
+        lengths = [Length(b.input_tokens, b.output_tokens, b.weight, w.slo) for b, _ in served]
+        modelled = sum(b.weight for b, _ in served) / sum(b.weight / cap for b, cap in served)
         replica, per_group = group_replica(plan, c.id, self.catalog, self.eff)
         burst = w.traffic.burstiness
         measured = measured_capacity(
