@@ -37,12 +37,28 @@ def test_plan_summary_and_json() -> None:
 
 def test_pareto_plot(tmp_path: Path) -> None:
     svg = tmp_path / "front.svg"
-    code, out = run("plan", str(ROOT / "examples" / "fleet-plan.yaml"), "--pareto", "cost,carbon", "--plot", str(svg))
+    code, out = run("plan", str(ROOT / "examples" / "fleet-plan.yaml"), "--pareto", "cost,carbon", "--plot", str(svg),
+                    "--no-verify")  # fmt: skip
     assert code == 0, out
     assert "Pareto frontier" in out
     assert ET.parse(svg).getroot().tag.endswith("svg")
     code, out = run("plan", str(ROOT / "examples" / "fleet-plan.yaml"), "--pareto", "cost,carbon", "--plot", "x.png")
     assert code == 2 and "SVG" in out
+
+
+def test_plans_are_verified_in_the_simulator_unless_asked_not_to() -> None:
+    code, out = run("plan", str(ROOT / "examples" / "conv-assistant.yaml"), "--json")
+    assert code == 0, out
+    v = json.loads(out)["verification"]
+    assert v["met"] and v["target"] == 0.99 and v["not_verified"] == []
+    last = v["rounds"][-1]["workloads"][0]
+    assert last["workload"] == "conv-assistant" and last["attainment"] >= 0.99 and last["requests"] > 1000
+    code, out = run("plan", str(ROOT / "examples" / "conv-assistant.yaml"))
+    assert "Verified in the simulator" in out and "conv-assistant: " in out
+    code, out = run("plan", str(ROOT / "examples" / "conv-assistant.yaml"), "--no-verify", "--json")
+    assert code == 0 and json.loads(out)["verification"] is None
+    code, out = run("plan", str(ROOT / "examples" / "conv-assistant.yaml"), "--trace", "missing.csv")
+    assert code == 2 and "missing.csv: no such trace file" in out
 
 
 def test_infeasible_exits_1_and_explains() -> None:

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from flopex.cli._common import (
     out_console,
     print_json,
 )
+from flopex.cli._traces import read_trace, trace_paths
 from flopex.economics import load_energy_table
 from flopex.errors import FlopexError
 from flopex.plan import (
@@ -37,6 +39,8 @@ from flopex.plan import (
     read_melange,
     solve_melange,
 )
+from flopex.sim import Verified, VerifyOptions, verify_plan
+from flopex.workloads import ChatWorkload, Workload
 
 __all__ = ["plan_command"]
 
@@ -191,6 +195,15 @@ def plan_command(
     pareto_axes: Annotated[str | None, typer.Option("--pareto", help="cost,carbon: sweep the carbon price.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="With --pareto: write the frontier as SVG.")] = None,
     melange: Annotated[Path | None, typer.Option("--melange", help="Solve a Mélange input file instead.")] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Replay the plan in the simulator; correct it until it holds.")
+    ] = True,
+    target: Annotated[
+        float, typer.Option("--target", min=0.5, max=0.9999, help="Share of requests within SLO to verify.")
+    ] = 0.99,
+    trace: Annotated[
+        list[str] | None, typer.Option("--trace", help="Verify on a trace CSV, or WORKLOAD=CSV for several workloads.")
+    ] = None,
     catalog: CatalogOption = None,
     calibration: CalibrationOption = None,
     json: JsonOption = False,
@@ -213,19 +226,31 @@ def plan_command(
             ("mip_gap", gap), ("whole_assignment", whole or None)) if value is not None}  # fmt: skip
         spec_ = spec_.model_copy(update=overrides)
         inputs = (catalog_for(catalog, quiet=True), efficiency_for(calibration), load_energy_table())
+        verified = None
         with _solver_quiet():
-            plan = make_plan(spec_, workloads, *inputs)
+            plan = make_plan(spec_, workloads, *inputs, explain=not verify)
+            if verify and plan.solution.feasible:
+                traces = _trace_rows(trace, workloads, file)
+                with err_console().status("verifying the plan in the simulator", spinner="dots") as status:
+                    verified = verify_plan(plan, *inputs, traces, VerifyOptions(target=target),
+                                           lambda text: status.update(f"verifying: {text}"))  # fmt: skip
+                plan = verified.plan
+            elif verify:
+                plan = make_plan(spec_, workloads, *inputs, inputs=plan.inputs)  # explained, for the infeasible
             front = pareto(plan) if pareto_axes else None
     except FlopexError as exc:
         fail(str(exc))
     if json:
         data = plan.to_json()
+        data["verification"] = None if verified is None else _verification_json(verified)
         if front is not None:
             data["pareto"] = [{"usd_per_hour": p.usd_per_hour, "carbon_kg_per_hour": p.carbon_kg_per_hour}
                               for p in front]  # fmt: skip
         print_json(data)
     else:
         _summary(plan)
+        if verified is not None:
+            _verification_lines(verified)
         if front is not None:
             _pareto_table(front)
     if plot is not None and front is not None:
@@ -233,5 +258,59 @@ def plan_command(
         err_console().print(f"wrote {plot}")
     for line in plan.inputs.skipped[:5]:
         err_console().print(f"skipped {line}", highlight=False)
-    if plan.solution.status not in ("optimal", "time_limit"):
+    if plan.solution.status not in ("optimal", "time_limit") or (verified is not None and not verified.met):
         raise typer.Exit(1)
+
+
+def _trace_rows(
+    given: list[str] | None, workloads: list[Workload], file: Path
+) -> dict[str, list[tuple[str, int, int]]]:
+    chats = [w for w in workloads if isinstance(w, ChatWorkload)]
+    return {name: read_trace(path) for name, path in trace_paths(given, chats, file).items()}
+
+
+def _verification_json(v: Verified) -> dict[str, Any]:
+    return {
+        "target": v.target,
+        "met": v.met,
+        "message": v.message,
+        "not_verified": list(v.unverified),
+        "rounds": [
+            {"usd_per_hour": r.usd_per_hour, "corrections": r.corrections,
+             "workloads": [asdict(c) for c in r.checks]}
+            for r in v.rounds
+        ],  # fmt: skip
+        "capacity_measured_over_modelled": v.factors,
+    }
+
+
+def _verification_lines(v: Verified) -> None:
+    console = out_console()
+    if not v.rounds:
+        return
+    first, last = v.rounds[0], v.rounds[-1]
+    held = [r for r in v.rounds if all(c.attainment >= v.target for c in r.checks)]
+    shown = min(held, key=lambda r: r.usd_per_hour) if held else last
+    head = (
+        f"Verified in the simulator ({len(v.rounds)} round{'s' if len(v.rounds) > 1 else ''}, "
+        f"target {v.target:.0%} of requests within SLO)"
+    )
+    if first.usd_per_hour != shown.usd_per_hour:
+        head += f"; the plan as first solved cost ${first.usd_per_hour:,.2f}/h"
+    console.print(head + ":")
+    for c in shown.checks:
+        mark = "[green]holds[/]" if c.attainment >= v.target else "[bold red]falls short[/]"
+        hosted = f", {c.hosted:,} more sent to hosted APIs" if c.hosted else ""
+        console.print(
+            f"  {c.workload}: {c.attainment:.2%} of {c.requests:,} simulated requests {mark} (p99 TTFT "
+            f"{c.ttft_p99_s * 1e3:,.0f} ms, TPOT {c.tpot_p99_s * 1e3:,.1f} ms, end to end {c.e2e_p99_s:,.2f} s"
+            f"{hosted})"
+        )
+    if v.factors:
+        measured = "; ".join(f"{k} {f:.2f}" for k, f in sorted(v.factors.items()))
+        console.print(f"  capacity measured in the simulator / modelled: {measured}")
+    for name in v.unverified:
+        console.print(f"  {name}: not verified (the simulator replays token traffic; video and agent workloads "
+                      "are planned on the model alone)")  # fmt: skip
+    if not v.met:
+        console.print(f"[bold red]The plan does not hold:[/] {v.message}")

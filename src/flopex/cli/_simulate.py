@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import random
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +23,7 @@ from flopex.cli._common import (
     print_json,
 )
 from flopex.cli._svg import line_chart
+from flopex.cli._traces import read_trace, trace_paths
 from flopex.economics import load_energy_table
 from flopex.errors import FlopexError, SimError
 from flopex.plan import load_plan, make_plan
@@ -45,23 +45,6 @@ from flopex.workloads import ChatWorkload
 __all__ = ["simulate_command"]
 
 ARRIVALS = ("trace", "poisson", "gamma", "diurnal")
-
-
-def _read_trace(path: Path) -> list[tuple[str, int, int]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            rows = []
-            for line, row in enumerate(reader, start=2):
-                try:
-                    rows.append((row["TIMESTAMP"], int(row["ContextTokens"]), int(row["GeneratedTokens"])))
-                except (KeyError, ValueError, TypeError):
-                    raise SimError(
-                        f"{path}:{line}: expected TIMESTAMP,ContextTokens,GeneratedTokens (the Azure trace format)."
-                    ) from None
-            return rows
-    except FileNotFoundError:
-        raise SimError(f"{path}: no such trace file.") from None
 
 
 def _fault(text: str) -> Fault:
@@ -117,7 +100,7 @@ def simulate_command(
         if not plan.solution.feasible:
             raise SimError(f"the plan is infeasible ({plan.solution.message}); run `flopex plan {file}` to see why.")
         replicas = replicas_from_plan(plan, cat, eff)
-        traces = _traces(trace, chats, file)
+        traces = trace_paths(trace, chats, file)
         rng = random.Random(seed)
         requests: list[Request] = []
         for w in chats:
@@ -125,7 +108,7 @@ def simulate_command(
             if kind == "trace":
                 if source is None:
                     raise SimError(f"workload {w.name} has no trace. To fix: pass --trace FILE, or --arrivals poisson.")
-                reqs = requests_from_trace(_read_trace(source), w.name, w.traffic.buckets(), rate_scale)
+                reqs = requests_from_trace(read_trace(source), w.name, w.traffic.buckets(), rate_scale)
             else:
                 rate = (w.traffic.requests_per_s or 0.0) * rate_scale
                 burst = burstiness or w.traffic.burstiness
@@ -162,24 +145,6 @@ def simulate_command(
 def _scaled(w: ChatWorkload, factor: float) -> ChatWorkload:
     rate = (w.traffic.requests_per_s or 0.0) * factor
     return w.model_copy(update={"traffic": w.traffic.model_copy(update={"requests_per_s": rate})})
-
-
-def _traces(given: list[str] | None, chats: list[ChatWorkload], file: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for w in chats:
-        if w.traffic.trace is not None:
-            out[w.name] = (file.parent / w.traffic.trace).resolve()
-    for item in given or []:
-        if "=" in item:
-            name, path = item.split("=", 1)
-            if name not in {w.name for w in chats}:
-                fail(f"--trace {item!r}: no workload named {name!r} in {file}.")
-            out[name] = Path(path)
-        elif len(chats) == 1:
-            out[chats[0].name] = Path(item)
-        else:
-            fail("--trace: this plan has several workloads; write --trace WORKLOAD=FILE for each.")
-    return out
 
 
 def _summary(d: dict[str, Any]) -> None:

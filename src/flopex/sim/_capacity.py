@@ -89,25 +89,26 @@ def measured_capacity(
     tolerance: float = 0.02,
 ) -> float:
     """The highest rate (requests/s) at which at least `target` of the requests meet both of their limits:
-    bracketed from `guess` by doubling or halving, then bisected to `tolerance`."""
+    bracketed from `guess` in steps of 25%, then bisected to `tolerance`."""
     arrivals = unit_arrivals(requests, burstiness, seed)
 
     def ok(rate: float) -> bool:
         return attainment(replica, mix, rate, arrivals, seed).share >= target
 
-    lo, hi = guess, guess
+    step = 1.25  # the guess is the model's figure, usually within a few tens of percent
+    lo = hi = guess
     if ok(guess):
-        while ok(hi * 2):
-            hi *= 2
+        while ok(hi * step):
+            hi *= step
             if hi > 1e5:
                 return hi
-        lo, hi = hi, hi * 2
+        lo, hi = hi, hi * step
     else:
-        while not ok(lo / 2):
-            lo /= 2
+        while not ok(lo / step):
+            lo /= step
             if lo < 1e-4:
                 return 0.0
-        lo, hi = lo / 2, lo
+        lo, hi = lo / step, lo
     while hi - lo > tolerance * lo:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if ok(mid) else (lo, mid)

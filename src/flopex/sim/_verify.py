@@ -156,9 +156,10 @@ class _Verifier:
 
     def correct(self, plan: Plan, short: set[str]) -> dict[str, float]:
         """New capacity factors for the workloads that fell short: each configuration they run that has not
-        been measured, and the next cheapest ones not yet measured (so that the next solve does not simply
-        move to a configuration the model overrates in the same way), is measured on the workload's mix;
-        where every configuration a short workload runs was measured already, they are derated a step."""
+        been measured (on the mix the plan routes to it), and the next cheapest ones not yet measured (on the
+        workload's mix, so that the next solve does not simply move to a configuration the model overrates in
+        the same way); where every configuration a short workload runs was measured already, they are derated
+        a step."""
         changed: dict[str, float] = {}
         cands = {c.id: c for c in plan.inputs.candidates}
         for name in sorted(short):
@@ -169,9 +170,11 @@ class _Verifier:
             if not fresh:
                 changed.update({key: self.factors[key] * self.options.derate for key in used})
                 continue
-            for c in fresh + self._alternatives(plan, name, {_key(c) for c in fresh}):
+            for c in fresh:
                 if _key(c) not in changed:
-                    changed[_key(c)] = self._measure(plan, c, w)
+                    changed[_key(c)] = self._measure(plan, c, w, self._routed(plan, c))
+            for c in self._alternatives(plan, name, {_key(c) for c in fresh}):
+                changed[_key(c)] = self._measure(plan, c, w)
         self.factors.update(changed)
         return changed
 
@@ -184,9 +187,11 @@ class _Verifier:
         chosen = [cands[cid] for cid in sorted(plan.solution.groups) if cands[cid].workload in self.chats]
         for name in sorted({c.workload for c in chosen}):
             mine = [c for c in chosen if c.workload == name]
-            for c in mine + self._alternatives(plan, name, {_key(c) for c in mine}):
-                if _key(c) not in self.factors and _key(c) not in changed:
-                    changed[_key(c)] = self._measure(plan, c, self.chats[name])
+            for c in mine:
+                if _key(c) not in self.factors and _key(c) not in changed and any(self._routed(plan, c)):
+                    changed[_key(c)] = self._measure(plan, c, self.chats[name], self._routed(plan, c))
+            for c in self._alternatives(plan, name, {_key(c) for c in mine})[:1]:
+                changed[_key(c)] = self._measure(plan, c, self.chats[name])
         self.factors.update(changed)
         return {k: f for k, f in changed.items() if f > 1.02}
 
@@ -204,13 +209,22 @@ class _Verifier:
                 best[key] = (price, c)
         return [c for _, c in sorted(best.values(), key=lambda pc: (pc[0], pc[1].id))[: self.options.alternatives]]
 
-    def _measure(self, plan: Plan, c: Candidate, w: ChatWorkload) -> float:
-        """Measured over modelled capacity of one group on the workload's mix (the buckets it can serve),
-        under its bursts."""
+    @staticmethod
+    def _routed(plan: Plan, c: Candidate) -> tuple[float, ...]:
+        """The plan's rate of each bucket sent to a candidate."""
+        demand = next(d for d in plan.inputs.demands if d.workload == c.workload)
+        shares = [plan.solution.routing.get((c.workload, b), {}).get(c.id, 0.0) for b in range(len(demand.rates))]
+        return tuple(x * r for x, r in zip(shares, demand.rates, strict=True))
+
+    def _measure(self, plan: Plan, c: Candidate, w: ChatWorkload, mix: tuple[float, ...] | None = None) -> float:
+        """Measured over modelled capacity of one group on a mix of buckets (by default the workload's, over
+        the buckets the candidate can serve), under the workload's bursts."""
         original = next(o for o in self.original.candidates if o.id == c.id)
-        served = [(b, cap) for b, cap in zip(w.traffic.buckets(), original.capacity, strict=True) if cap > 0]
-        lengths = [Length(b.input_tokens, b.output_tokens, b.weight, w.slo) for b, _ in served]
-        modelled = sum(b.weight for b, _ in served) / sum(b.weight / cap for b, cap in served)
+        weights = mix if mix and any(mix) else tuple(b.weight for b in w.traffic.buckets())
+        served = [(b, x, cap) for b, x, cap in zip(w.traffic.buckets(), weights, original.capacity, strict=True)
+                  if cap > 0 and x > 0]  # fmt: skip
+        lengths = [Length(b.input_tokens, b.output_tokens, x, w.slo) for b, x, _ in served]
+        modelled = sum(x for _, x, _ in served) / sum(x / cap for _, x, cap in served)
         replica, per_group = group_replica(plan, c.id, self.catalog, self.eff)
         burst = w.traffic.burstiness
         measured = measured_capacity(
