@@ -1,18 +1,21 @@
 """Continuous batching in steady state: throughput, TTFT and TPOT of one replica at a given batch.
 
-The engine runs steps of at most `max_batch_tokens` tokens per pipeline micro-batch: every decoding sequence
-contributes one token and prompts fill the rest (chunked prefill). To keep B sequences decoding, B/O new
-prompts of I tokens must be prefilled per step. Offline (a full queue) a step carries either a full chunk or
-none, a fraction f = (B·I/O) / (max_batch_tokens - B) of steps carrying one; with requests arriving over time
-each step carries the prompts that arrived during the previous one, B·I/O tokens on average.
+This is the steady state of the engine scheduler (`flopex.perf.EngineState`, which the simulator and the
+emulator run step by step), in closed form so that the planner can size thousands of candidates. The engine
+runs steps of at most `max_batch_tokens` tokens per pipeline micro-batch: every decoding sequence contributes
+one token and prompts fill the rest (chunked prefill). To keep B sequences decoding, B/O new prompts of I
+tokens must be prefilled per step.
 
-Percentiles, as derived here:
+- Offline (a full queue) a step carries either a full chunk or none.
+- Under random arrivals each prompt is prefilled whole in the step after it arrives, with the others that
+  arrived during the same step: a share f of steps carries prompts, k tokens each.
 - TPOT p99 is the 99th percentile over requests of each request's mean time per output token (as MLPerf
-  and genai-perf measure it): the mean of O step times, so p99 = mean + 2.33·sigma_step/sqrt(O), where
-  sigma_step comes from Poisson arrivals of prompts per step (or, offline, from the chunk/no-chunk mix).
-- TTFT: half a step of waiting for the running step, the steps that prefill the prompt, the engine's
-  per-request overhead, plus queueing for the prefill budget under Poisson arrivals, taken as M/M/1 with
-  utilisation rho = f and service time I/chunk steps: mean wait rho·s/(1-rho); p99 wait s/(1-rho)·ln(100·rho).
+  and genai-perf measure it): the mean step plus 2.33 standard deviations of a request's mean over its O
+  steps (which steps carry prompts, how many, clustered by the steps they lengthen, and the batch's drift).
+- TTFT is a distribution (`_Ttft`): the rest of the step under way, the steps that prefill the prompt with
+  the others that arrived beside it, a backlog when the budget overflows, the per-request overhead.
+- `burstiness` makes arrival counts over-dispersed (negative binomial) for bursty traffic.
+Its agreement with the simulator is tested in tests/sim/test_capacity.py.
 """
 
 from __future__ import annotations
@@ -202,16 +205,7 @@ def steady_state(
     full = rep.step(Batch(b, context, k, k * i / 2, b + k / i))
     mean = _mix(full, plain, f)
     t = mean.total_s
-    # a request's TPOT is the mean of its O steps: prompt-carrying steps come at random (share f), and the
-    # prompts in one such step vary as Poisson arrivals do. A long step lets more prompts in for the next:
-    # each prompt begets λe more on average (e the time it adds to a step), so prompt work comes in clusters
-    # and its count over a request's life varies 1/(1 - λe)^2 times more than Poisson's
-    slope = (full.total_s - plain.total_s) / k
-    spread = (full.total_s - plain.total_s) * math.sqrt(f * (1 - f)) / math.sqrt(o)
-    if not queued:
-        lam_e = min(x / t * slope * i, 0.95)
-        spread = math.hypot(spread, slope * i * math.sqrt(c * x) / math.sqrt(o)) / (1 - lam_e)
-        spread = math.hypot(spread, _drift(rep, b, o, context, plain.total_s, t, slope * i, c))
+    spread = _tpot_spread(rep, b, i, o, context, plain.total_s, full.total_s, t, k, f, c, queued)
     ttft_tail: TtftTail
     if queued:  # a prompt waits for the chunks of the prompts ahead of it
         service = t * i / chunk
@@ -232,6 +226,26 @@ def steady_state(
         requests_per_s=b / t / o,
         prefill_utilisation=f,
     )
+
+
+def _tpot_spread(
+    rep: Replica, b: float, i: int, o: int, context: float, plain_s: float, full_s: float, mean_s: float, k: float,
+    f: float, c: float, queued: bool,
+) -> float:  # fmt: skip
+    """Standard deviation of a request's mean TPOT over its O steps.
+
+    Prompt-carrying steps come at random (share f), and the prompts in one such step vary as arrivals do
+    (c times Poisson's variance). A long step lets more prompts in for the next: each prompt begets λe more
+    on average (e the time it adds to a step), so prompt work comes in clusters and its count over a
+    request's life varies 1/(1 - λe)^2 times more. The decode batch drifts too (`_drift`)."""
+    slope = (full_s - plain_s) / k
+    spread = (full_s - plain_s) * math.sqrt(f * (1 - f)) / math.sqrt(o)
+    if queued:
+        return spread
+    x = b / o
+    lam_e = min(x / mean_s * slope * i, 0.95)
+    spread = math.hypot(spread, slope * i * math.sqrt(c * x) / math.sqrt(o)) / (1 - lam_e)
+    return math.hypot(spread, _drift(rep, b, o, context, plain_s, mean_s, slope * i, c))
 
 
 def _drift(
