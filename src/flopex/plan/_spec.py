@@ -52,7 +52,13 @@ class PlanSpec(BaseModel):
 
     name: str = Field(min_length=1)
     workloads: list[str | dict[str, Any]] = Field(min_length=1, description="paths relative to the plan file")
-    utilisation: float = Field(0.85, gt=0, le=1, description="load per group as a share of its SLO capacity")
+    utilisation: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="load per group as a share of its SLO capacity; the capacity already holds the SLO at p99 under "
+        "the workload's bursts and plans are verified in the simulator, so below 1 is headroom kept for growth",
+    )
     carbon_price_usd_per_t: NonNegativeFloat = 0.0
     carbon_cap_kg_per_hour: PositiveFloat | None = None
     power_budget_kw: dict[str, PositiveFloat] = Field(default_factory=dict, description="site (provider/region) to kW")

@@ -188,8 +188,11 @@ class _Verifier:
         for name in sorted({c.workload for c in chosen}):
             mine = [c for c in chosen if c.workload == name]
             for c in mine:
-                if _key(c) not in self.factors and _key(c) not in changed and any(self._routed(plan, c)):
-                    changed[_key(c)] = self._measure(plan, c, self.chats[name], self._routed(plan, c))
+                routed = self._routed(plan, c)
+                if _key(c) not in self.factors and _key(c) not in changed and any(routed):
+                    replicas = plan.solution.groups[c.id] * group_replica(plan, c.id, self.catalog, self.eff)[1]
+                    share = sum(routed) / sum(self._demand(plan, name)) / max(replicas, 1)
+                    changed[_key(c)] = self._measure(plan, c, self.chats[name], routed, share)
             for c in self._alternatives(plan, name, {_key(c) for c in mine})[:1]:
                 changed[_key(c)] = self._measure(plan, c, self.chats[name])
         self.factors.update(changed)
@@ -210,15 +213,22 @@ class _Verifier:
         return [c for _, c in sorted(best.values(), key=lambda pc: (pc[0], pc[1].id))[: self.options.alternatives]]
 
     @staticmethod
-    def _routed(plan: Plan, c: Candidate) -> tuple[float, ...]:
-        """The plan's rate of each bucket sent to a candidate."""
-        demand = next(d for d in plan.inputs.demands if d.workload == c.workload)
-        shares = [plan.solution.routing.get((c.workload, b), {}).get(c.id, 0.0) for b in range(len(demand.rates))]
-        return tuple(x * r for x, r in zip(shares, demand.rates, strict=True))
+    def _demand(plan: Plan, workload: str) -> tuple[float, ...]:
+        return next(d for d in plan.inputs.demands if d.workload == workload).rates
 
-    def _measure(self, plan: Plan, c: Candidate, w: ChatWorkload, mix: tuple[float, ...] | None = None) -> float:
+    def _routed(self, plan: Plan, c: Candidate) -> tuple[float, ...]:
+        """The plan's rate of each bucket sent to a candidate."""
+        rates = self._demand(plan, c.workload)
+        shares = [plan.solution.routing.get((c.workload, b), {}).get(c.id, 0.0) for b in range(len(rates))]
+        return tuple(x * r for x, r in zip(shares, rates, strict=True))
+
+    def _measure(
+        self, plan: Plan, c: Candidate, w: ChatWorkload, mix: tuple[float, ...] | None = None, share: float = 1.0
+    ) -> float:
         """Measured over modelled capacity of one group on a mix of buckets (by default the workload's, over
-        the buckets the candidate can serve), under the workload's bursts."""
+        the buckets the candidate can serve), one replica seeing `share` of the workload's arrivals: routing
+        at random thins a stream's bursts to 1 + share·(burstiness - 1). A plan that held is measured with its
+        own shares; a configuration about to be chosen is measured whole (share 1), the cautious case."""
         original = next(o for o in self.original.candidates if o.id == c.id)
         weights = mix if mix and any(mix) else tuple(b.weight for b in w.traffic.buckets())
         served = [(b, x, cap) for b, x, cap in zip(w.traffic.buckets(), weights, original.capacity, strict=True)
@@ -226,7 +236,7 @@ class _Verifier:
         lengths = [Length(b.input_tokens, b.output_tokens, x, w.slo) for b, x, _ in served]
         modelled = sum(x for _, x, _ in served) / sum(x / cap for _, x, cap in served)
         replica, per_group = group_replica(plan, c.id, self.catalog, self.eff)
-        burst = w.traffic.burstiness
+        burst = 1 + min(share, 1.0) * (w.traffic.burstiness - 1)
         measured = measured_capacity(
             replica, lengths, target=self.options.target, guess=modelled / per_group, burstiness=burst,
             requests=_scaled(self.options.measure_requests, burst), seed=self.options.seed, tolerance=0.03,
