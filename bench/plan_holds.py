@@ -102,7 +102,7 @@ def _cheapest(path: Path, catalog: Catalog, eff: Efficiency, energy: EnergyTable
 def main() -> None:
     names = sys.argv[1:] or EXAMPLES
     catalog, eff, energy = load_catalog(), load_efficiency(), load_energy_table()
-    console = Console()
+    console = Console(width=150)
     table = Table(title="Plans replayed at the real rate, 900 s each (share of requests within SLO)")
     for col in ("example", "plan", "$/h", "Poisson", "gamma", "seconds"):
         table.add_column(col, justify="left" if col in ("example", "plan") else "right")

@@ -185,7 +185,7 @@ def main() -> None:
         for k in range(2):
             cells += [f"{sp[k]:.3f}", f"{lp[k]:.3f}", f"{lp[k] / sp[k]:.2f}"]
         table.add_row(*cells[:1], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6])
-    out = Console()
+    out = Console(width=120)
     out.print(table)
     names = sorted({c.replica for c in sim})
     sim_share = {n: sum(1 for c in sim if c.replica == n) / len(sim) for n in names}
