@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from flopex.catalog import load_accelerators
 from flopex.errors import DoesNotFitError
 from flopex.models import resolve_model
-from flopex.perf import LLMQuery, Prediction, load_efficiency, parse_scenario, predict_llm
+from flopex.perf import LLMQuery, Prediction, Scenario, load_efficiency, parse_scenario, predict_llm
 
 EFF = load_efficiency()
 ACCS = load_accelerators()
@@ -104,3 +104,19 @@ def test_every_output_is_finite_and_positive(
         assert math.isfinite(j[key]) and j[key] > 0, key
     assert j["kv_capacity_tokens"] >= i + o
     assert j["compute_utilization"] <= 1 and j["memory_utilization"] <= 1
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["H100-SXM", "L40S", "B200"]), st.integers(64, 6000), st.integers(8, 500),
+       st.sampled_from([(2.0, 0.2), (0.5, 0.05), (0.15, 0.05)]), st.floats(1.0, 12.0))  # fmt: skip
+def test_burstier_traffic_or_longer_prompts_never_raise_the_sustainable_rate(
+    acc: str, i: int, o: int, slo: tuple[float, float], burstiness: float
+) -> None:
+    def rate(prompt: int, c: float) -> float:
+        scenario = Scenario("server", 0, slo[0], slo[1], burstiness=c)
+        p = predict_llm(LLMQuery(resolve_model("llama-3.1-8b"), ACCS.resolve(acc), 1, "fp8", prompt, o, scenario), EFF)
+        return p.requests_per_s if p.slo_met else 0.0
+
+    base = rate(i, 1.0)
+    assert rate(i, burstiness) <= base * (1 + 1e-6)
+    assert rate(i + 500, 1.0) <= base * (1 + 1e-6)

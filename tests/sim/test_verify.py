@@ -7,6 +7,8 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from flopex.catalog import load_catalog
 from flopex.economics import load_energy_table
 from flopex.perf import load_efficiency
@@ -102,3 +104,13 @@ def test_synthetic_traffic_follows_the_declared_burstiness() -> None:
 
     assert 0.8 < dispersion(1.0) < 1.2
     assert 7 < dispersion(11.0) < 15
+
+
+@pytest.mark.parametrize("example", ["code-assistant.yaml", "enterprise-chat-70b.yaml", "fleet-plan.yaml"])
+def test_every_shipped_example_is_verified_to_hold(example: str) -> None:
+    spec, workloads = load_plan(ROOT / "examples" / example)
+    plan = make_plan(spec, workloads, CATALOG, EFF, ENERGY, explain=False)
+    verified = verify_plan(plan, CATALOG, EFF, ENERGY, options=QUICK)
+    assert verified.met, verified.message
+    assert all(c.attainment >= 0.99 and c.requests >= 1000 for c in verified.checks)
+    assert {c.workload for c in verified.checks} == {w.name for w in workloads}
