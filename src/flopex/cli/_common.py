@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -18,6 +21,7 @@ from flopex.errors import FlopexError, did_you_mean
 from flopex.perf import Efficiency, load_efficiency
 
 __all__ = [
+    "solver_quiet",
     "CatalogOption",
     "JsonOption",
     "CalibrationOption",
@@ -130,3 +134,28 @@ def catalog_for(extra: Sequence[Path] | None, *, quiet: bool = False) -> Catalog
 
 def print_json(data: Any) -> None:
     out_console().print_json(json.dumps(data, default=str))
+
+
+def _flush_c_stdout() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to reach (not POSIX): nothing buffered there
+        pass
+
+
+@contextmanager
+def solver_quiet() -> Iterator[None]:
+    """While the solver runs, file descriptor 1 points at the null device: HiGHS writes some lines with C
+    printf, past Python's sys.stdout and whatever options say, and one such line would corrupt `--json`.
+    C's own buffer is flushed before fd 1 comes back, so nothing it held leaks out at exit."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        yield
+    finally:
+        _flush_c_stdout()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +19,7 @@ from flopex.cli._common import (
     fail,
     out_console,
     print_json,
+    solver_quiet,
 )
 from flopex.cli._traces import read_trace, trace_paths
 from flopex.economics import load_energy_table
@@ -43,31 +39,6 @@ from flopex.sim import Verified, VerifyOptions, verify_plan
 from flopex.workloads import ChatWorkload, Workload
 
 __all__ = ["plan_command"]
-
-
-def _flush_c_stdout() -> None:
-    try:
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError, TypeError):  # no C library to reach (not POSIX): nothing buffered there
-        pass
-
-
-@contextmanager
-def _solver_quiet() -> Iterator[None]:
-    """While the solver runs, file descriptor 1 points at the null device: HiGHS writes some lines with C
-    printf, past Python's sys.stdout and whatever options say, and one such line would corrupt `--json`.
-    C's own buffer is flushed before fd 1 comes back, so nothing it held leaks out at exit."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 1)
-        yield
-    finally:
-        _flush_c_stdout()
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(null)
 
 
 def _summary(plan: Plan) -> None:
@@ -170,7 +141,7 @@ def _pareto_table(front: list[ParetoPoint]) -> None:
 def _melange(path: Path, time_limit: float | None) -> None:
     try:
         spec = read_melange(path)
-        with _solver_quiet():
+        with solver_quiet():
             solution = solve_melange(spec, time_limit or 10.0)
         print_json(melange_result(spec, solution))
     except FlopexError as exc:
@@ -227,7 +198,7 @@ def plan_command(
         spec_ = spec_.model_copy(update=overrides)
         inputs = (catalog_for(catalog, quiet=True), efficiency_for(calibration), load_energy_table())
         verified = None
-        with _solver_quiet():
+        with solver_quiet():
             plan = make_plan(spec_, workloads, *inputs, explain=not verify)
             if verify and plan.solution.feasible:
                 traces = _trace_rows(trace, workloads, file)

@@ -21,6 +21,7 @@ from flopex.cli._common import (
     fail,
     out_console,
     print_json,
+    solver_quiet,
 )
 from flopex.cli._svg import line_chart
 from flopex.cli._traces import read_trace, trace_paths
@@ -39,6 +40,7 @@ from flopex.sim import (
     requests_from_trace,
     simulate,
     split_hosted,
+    verify_plan,
 )
 from flopex.workloads import ChatWorkload
 
@@ -78,6 +80,9 @@ def simulate_command(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (runs are deterministic).")] = 0,
     policy: Annotated[str, typer.Option("--policy", help="plan (follow the plan's shares) or least-load.")] = "plan",
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Replay the plan `flopex plan` prints, or the MILP's alone.")
+    ] = True,
     fail_at: Annotated[list[str] | None, typer.Option("--fail", help="REPLICA@START:SECONDS; repeatable.")] = None,
     no_spot: Annotated[bool, typer.Option("--no-spot-preemptions", help="Do not draw spot preemptions.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Folder to write SVG plots into.")] = None,
@@ -96,11 +101,16 @@ def simulate_command(
         if len(chats) != len(workloads):
             raise SimError("the simulator replays token traffic; every workload must be chat or completion.")
         planned = [_scaled(w, plan_scale) for w in chats]
-        plan = make_plan(spec, list(planned), cat, eff, load_energy_table(), explain=False)
+        traces = trace_paths(trace, chats, file)
+        with solver_quiet():
+            plan = make_plan(spec, list(planned), cat, eff, load_energy_table(), explain=False)
+            if verify and plan.solution.feasible:
+                rows = {name: read_trace(path) for name, path in traces.items()} if plan_scale == 1 else {}
+                with err_console().status("verifying the plan in the simulator", spinner="dots"):
+                    plan = verify_plan(plan, cat, eff, load_energy_table(), rows).plan
         if not plan.solution.feasible:
             raise SimError(f"the plan is infeasible ({plan.solution.message}); run `flopex plan {file}` to see why.")
         replicas = replicas_from_plan(plan, cat, eff)
-        traces = trace_paths(trace, chats, file)
         rng = random.Random(seed)
         requests: list[Request] = []
         for w in chats:
