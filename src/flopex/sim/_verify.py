@@ -106,10 +106,12 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
 
 
-def _check(w: ChatWorkload, done: list[Completed], hosted: int) -> Check:
+def _check(w: ChatWorkload, done: list[Completed], dropped: int, hosted: int) -> Check:
+    """A workload's round: requests the fleet dropped (none could take them) count as missing the SLO."""
     ok = sum(1 for c in done if w.slo.met(c.ttft, c.tpot, c.e2e))
+    total = len(done) + dropped
     return Check(
-        w.name, len(done), ok / len(done) if done else 1.0, _p99([c.ttft for c in done]),
+        w.name, total, ok / total if total else 1.0, _p99([c.ttft for c in done]),
         _p99([c.tpot for c in done if c.request.output_tokens > 1]), _p99([c.e2e for c in done]), hosted,
     )  # fmt: skip
 
@@ -124,6 +126,8 @@ def _key(c: Candidate) -> str:
 
 
 class _Verifier:
+    """The rounds' shared state: the plan's original inputs and the capacity factors measured so far."""
+
     def __init__(
         self, plan: Plan, catalog: Catalog, eff: Efficiency, traces: Mapping[str, TraceRows], options: VerifyOptions
     ) -> None:
@@ -131,11 +135,8 @@ class _Verifier:
         self.original = plan.inputs
         self.chats = {w.name: w for w in plan.workloads if isinstance(w, ChatWorkload)}
         self.factors: dict[str, float] = {}
-        self.done: dict[str, list[Completed]] = defaultdict(list)
-        self.group_of: dict[str, str] = {}
-
     def simulate(self, plan: Plan) -> tuple[Check, ...]:
-        """The plan's fleet under every chat workload's traffic; its attainment per workload and deployment."""
+        """The plan's fleet under every chat workload's traffic; its attainment per workload."""
         rng = random.Random(self.options.seed)
         requests: list[Request] = []
         for w in self.chats.values():
@@ -143,15 +144,19 @@ class _Verifier:
             requests += traffic_for(w, n, rng, self.traces.get(w.name), len(requests))
         requests.sort(key=lambda r: (r.arrival, r.id))
         local, away = split_hosted(requests, hosted_shares(plan), random.Random(self.options.seed + 1))
-        self.done = defaultdict(list)
+        done: dict[str, list[Completed]] = defaultdict(list)
+        dropped: dict[str, int] = defaultdict(int)
         if local:
             replicas = replicas_from_plan(plan, self.catalog, self.eff)
-            self.group_of = {r.id: r.group for r in replicas}
             options = SimOptions(seed=self.options.seed, policy=Policy.plan_weighted(), spot_preemptions=False)
-            for c in simulate(local, replicas, options).completed:
-                self.done[c.request.workload].append(c)
+            result = simulate(local, replicas, options)
+            for c in result.completed:
+                done[c.request.workload].append(c)
+            for r in result.dropped:
+                dropped[r.workload] += 1
         return tuple(
-            _check(w, self.done[w.name], sum(1 for r in away if r.workload == w.name)) for w in self.chats.values()
+            _check(w, done[w.name], dropped[w.name], sum(1 for r in away if r.workload == w.name))
+            for w in self.chats.values()
         )
 
     def correct(self, plan: Plan, short: set[str]) -> dict[str, float]:
