@@ -273,7 +273,7 @@ def _verification_lines(v: Verified) -> None:
         mark = "[green]holds[/]" if c.attainment >= v.target else "[bold red]falls short[/]"
         hosted = f", {c.hosted:,} more sent to hosted APIs" if c.hosted else ""
         console.print(
-            f"  {c.workload}: {c.attainment:.2%} of {c.requests:,} simulated requests {mark} (p99 TTFT "
+            f"  {c.workload}: {c.attainment:.2%} of {c.requests:,} simulated requests within SLO, {mark} (p99 TTFT "
             f"{c.ttft_p99_s * 1e3:,.0f} ms, TPOT {c.tpot_p99_s * 1e3:,.1f} ms, end to end {c.e2e_p99_s:,.2f} s"
             f"{hosted})"
         )
