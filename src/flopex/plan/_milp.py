@@ -98,8 +98,8 @@ def _merge(parts: list[Solution], seconds: float, options: Options) -> Solution:
 
 
 def _relative_gap(objective: float, bound: float) -> float | None:
-    """HiGHS's definition: (objective - bound) / |objective|; 0 where both are 0, unknown where only the
-    objective is."""
+    """HiGHS's definition: (objective - bound) / |objective|. Where the objective is 0 (all of it sunk cost)
+    the gap is 0 if the bound is not below it, else unknown (HiGHS says infinite)."""
     if objective == 0:
         return 0.0 if bound >= 0 else None
     return max(0.0, (objective - bound) / abs(objective))
@@ -262,9 +262,12 @@ def _spot_rows(m: _Model, demands: list[Demand], options: Options) -> None:
 
 def _domain_rows(m: _Model, options: Options) -> None:
     """A domain counts (its binary is 1) only where it hosts a group; each workload counts enough domains."""
-    for (w, dom), z in m.domain_cols.items():
-        members = [(i, -1.0) for i, c in enumerate(m.cands) if c.workload == w and c.domain(options.domain) == dom]
-        m.add([(z, 1.0), *members], -np.inf, 0.0)
+    members: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    for i, c in enumerate(m.cands):
+        if (c.workload, c.domain(options.domain)) in m.domain_cols:
+            members[(c.workload, c.domain(options.domain))].append((i, -1.0))
+    for key, z in m.domain_cols.items():
+        m.add([(z, 1.0), *members[key]], -np.inf, 0.0)
     for w, k in options.min_domains.items():
         zs = [(z, 1.0) for (ww, _), z in m.domain_cols.items() if ww == w]
         if zs:

@@ -115,10 +115,10 @@ class Solution:
 
 
 def default_time_limit(size: tuple[int, int, int]) -> float:
-    """The solver's time limit where the plan sets none: 10 s, plus 10 s per 1,000 integer variables and
+    """The solver's time limit where the plan sets none: 10 s, plus 20 s per 1,000 integer variables and
     10 s per 50,000 continuous ones, up to 10 minutes. See docs/planning.md for the measurements behind it."""
     integers, continuous, _ = size
-    return min(600.0, 10.0 + 10.0 * integers / 1000 + 10.0 * continuous / 50_000)
+    return min(600.0, 10.0 + 20.0 * integers / 1000 + 10.0 * continuous / 50_000)
 
 
 def carbons(options: Options) -> bool:

@@ -70,8 +70,8 @@ class PlanSpec(BaseModel):
     slice_factor: PositiveInt = 1
     time_limit_s: PositiveFloat | None = Field(
         None,
-        description="solver seconds; by default 10 s plus 10 s per 1,000 integer and per 50,000 continuous"
-        " variables, up to 600 s (docs/planning.md)",
+        description="solver seconds; by default 10 s, plus 20 s per 1,000 integer variables and 10 s per 50,000"
+        " continuous ones, up to 600 s (docs/planning.md)",
     )
     mip_gap: float = Field(0.01, ge=0, lt=1)
     profiles: list[Profile] = Field(default_factory=list)
