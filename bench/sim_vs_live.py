@@ -10,7 +10,7 @@ replicas, routed by least load as the gateway is configured to. Both run the sam
 on in-flight counts. `--time-scale K` slows the live system K times (arrival gaps and every emulated delay)
 so that Python's own latency is small beside a step; live latencies are divided by K before comparing.
 
-    python bench/sim_vs_live.py [--requests 600] [--time-scale 2] [--accelerator L4] [TRACE.csv]
+    python bench/sim_vs_live.py [--requests 800] [--time-scale 2] [--accelerator L4] [TRACE.csv]
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def _simulated(rows: list[tuple[str, int, int]], accelerator: str) -> list[Compl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trace", nargs="?", type=Path, default=TRACE)
-    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--requests", type=int, default=800)
     parser.add_argument("--time-scale", type=float, default=2.0)
     parser.add_argument("--accelerator", default="L4")
     args = parser.parse_args()
