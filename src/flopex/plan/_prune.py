@@ -21,25 +21,27 @@ assignment, or where some zone of the workload's spot candidates lies in two dom
 class that has groups (y_a >= 1) but is not kept; D is the set of domains where the workload has groups.
 Each step below moves groups with their traffic from a to kept members no dearer than a, keeps every row
 satisfied and lowers the groups on unkept members; repeat until none is left. (If a member then holds more
-groups than its load needs, drop the surplus: that only makes the plan cheaper.)
+groups than its load needs, drop the surplus: that only makes the plan cheaper.) Where every cell is kept,
+step 1 always applies; otherwise each zone lies in one domain, so a cell is a zone.
 
 1. a's cell has a kept rep b: move all of a to b. Same zone and domain, p_b <= p_a: nothing else changes.
-2. Otherwise a's domain is *critical* if the workload needs k >= 2 domains, only a uses a's domain and
-   |D| = k. Then move all of a to a kept b whose
-   domain only a uses, or none does: the rep of a's own domain if kept, else one of the k domain reps of
-   Kd (all no dearer than a, since a's domain is not among the k cheapest), one of which lies outside the
-   k - 1 domains of D other than a's. D keeps k domains. Where the zone cap applies, b's zone is empty (it
-   lies in b's domain, which holds no group but a's, and a is in another zone), so it takes a's traffic,
-   which a's own zone carried within the cap.
-3. Otherwise, with no zone cap on the class (m = 1), move all of a to the class's cheapest member: D loses
-   at most a's domain, which is not critical.
-4. Otherwise (zone cap, a's zone not kept, so the m zones of Kz are all no dearer than a and none is a's):
-   move one group's worth of a, y = 1 and tau = t_a / y_a of its traffic, in proportion over its slices
-   (its load per group stays within the effective utilisation; tau <= G). A zone of Kz with load L <= cap x
-   T - tau takes it. One exists: if all m zones had L > cap x T - tau, their sum would exceed m (cap x T -
-   tau) >= S - tau (by the choice of m, since (S - tau) / (cap x T - tau) grows with tau), but they carry
-   at most S less the tau still in a's zone. D only grows until a's last group leaves, and a's domain was
-   not critical.
+2. Otherwise, a's domain is *critical* if the workload needs k >= 2 domains, only a uses a's domain and
+   |D| = k. Then move all of a to a kept b whose domain only a uses, or none does: the rep of a's own
+   domain if kept, else one of the k domain reps of Kd (all no dearer than a, since a's domain is not among
+   the k cheapest), one of which lies outside the k - 1 domains of D other than a's. D keeps k domains.
+   Where the zone cap applies, b's zone is empty (it lies in b's domain, which holds no group but a's, and
+   a is in another zone, as a's zone has no kept rep), so it can take a's traffic, which a's own zone
+   carried within the cap.
+3. Otherwise, where the zone cap cannot bind the class (m = 1: not spot, no cap, or S <= cap x T, so that
+   no zone ever carries more than its cap), move all of a to the class's cheapest member: D loses at most
+   a's domain, which is not critical.
+4. Otherwise a's zone is not among the m first (it has no kept rep), so the m zones of Kz are all no
+   dearer than a, and none is a's. Move one group's worth of a: one group and tau = t_a / y_a of its
+   traffic, in proportion over its slices (the load per group stays within the effective utilisation, and
+   tau <= G). A zone of Kz with load L <= cap x T - tau takes it. One exists: if all m zones had L > cap x
+   T - tau, their sum would exceed m (cap x T - tau) >= S - tau (by the choice of m, since (S - tau) /
+   (cap x T - tau) grows with tau), but they carry at most S less the tau still in a's zone. D only grows
+   until a's last group leaves, and a's domain was not critical.
 
 A real catalog sells a few dozen instance shapes in many places, so this leaves a few candidates per shape
 and, for spot under a zone cap, a few zones more.
