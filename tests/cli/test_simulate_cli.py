@@ -18,7 +18,8 @@ def test_simulate_a_trace_with_json_and_plots(tmp_path: Path) -> None:
     assert code == 0, out
     data = json.loads(out)
     w = data["workloads"]["conv-assistant"]
-    assert data["completed"] == 2867 and data["dropped"] == 0
+    # every request of the ten-minute slice is served by the fleet or sent to a hosted API as planned
+    assert data["completed"] + data["sent_to_hosted_apis"] == 2867 and data["dropped"] == 0
     assert {"p50", "p90", "p99", "mean"} <= set(w["ttft_s"]) and 0 <= w["slo_attainment"] <= 1
     assert data["cost_usd"] > 0 and data["energy_kwh"] > 0
     code, out = run("simulate", CONV, "--trace", TRACE, "--plot", str(tmp_path))
