@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from flopex.catalog import Catalog
 from flopex.cli._common import (
     CalibrationOption,
     CatalogOption,
@@ -22,11 +23,13 @@ from flopex.cli._common import (
     solver_quiet,
 )
 from flopex.cli._traces import read_trace, trace_paths
-from flopex.economics import load_energy_table
+from flopex.economics import EnergyTable, load_energy_table
 from flopex.errors import FlopexError
+from flopex.perf import Efficiency
 from flopex.plan import (
     ParetoPoint,
     Plan,
+    PlanSpec,
     load_plan,
     make_plan,
     melange_result,
@@ -197,33 +200,13 @@ def plan_command(
             ("mip_gap", gap), ("whole_assignment", whole or None)) if value is not None}  # fmt: skip
         spec_ = spec_.model_copy(update=overrides)
         inputs = (catalog_for(catalog, quiet=True), efficiency_for(calibration), load_energy_table())
-        verified = None
+        traces = _trace_rows(trace, workloads, file) if verify else {}
         with solver_quiet():
-            plan = make_plan(spec_, workloads, *inputs, explain=not verify)
-            if verify and plan.solution.feasible:
-                traces = _trace_rows(trace, workloads, file)
-                with err_console().status("verifying the plan in the simulator", spinner="dots") as status:
-                    verified = verify_plan(plan, *inputs, traces, VerifyOptions(target=target),
-                                           lambda text: status.update(f"verifying: {text}"))  # fmt: skip
-                plan = verified.plan
-            elif verify:
-                plan = make_plan(spec_, workloads, *inputs, inputs=plan.inputs)  # explained, for the infeasible
+            plan, verified = _solve(spec_, workloads, inputs, VerifyOptions(target=target) if verify else None, traces)
             front = pareto(plan) if pareto_axes else None
     except FlopexError as exc:
         fail(str(exc))
-    if json:
-        data = plan.to_json()
-        data["verification"] = None if verified is None else _verification_json(verified)
-        if front is not None:
-            data["pareto"] = [{"usd_per_hour": p.usd_per_hour, "carbon_kg_per_hour": p.carbon_kg_per_hour}
-                              for p in front]  # fmt: skip
-        print_json(data)
-    else:
-        _summary(plan)
-        if verified is not None:
-            _verification_lines(verified)
-        if front is not None:
-            _pareto_table(front)
+    _show(plan, verified, front, json)
     if plot is not None and front is not None:
         plot.write_text(pareto_svg(front, f"{spec_.name}: cost against carbon"), encoding="utf-8")
         err_console().print(f"wrote {plot}")
@@ -231,6 +214,40 @@ def plan_command(
         err_console().print(f"skipped {line}", highlight=False)
     if plan.solution.status not in ("optimal", "time_limit") or (verified is not None and not verified.met):
         raise typer.Exit(1)
+
+
+def _solve(
+    spec: PlanSpec,
+    workloads: list[Workload],
+    inputs: tuple[Catalog, Efficiency, EnergyTable],
+    verify: VerifyOptions | None,
+    traces: dict[str, list[tuple[str, int, int]]],
+) -> tuple[Plan, Verified | None]:
+    """The plan, explained, and its verification in the simulator when asked for and feasible."""
+    plan = make_plan(spec, workloads, *inputs, explain=verify is None)
+    if verify is None:
+        return plan, None
+    if not plan.solution.feasible:
+        return make_plan(spec, workloads, *inputs, inputs=plan.inputs), None  # explained: what would make it work
+    with err_console().status("verifying the plan in the simulator", spinner="dots") as status:
+        verified = verify_plan(plan, *inputs, traces, verify, lambda text: status.update(f"verifying: {text}"))
+    return verified.plan, verified
+
+
+def _show(plan: Plan, verified: Verified | None, front: list[ParetoPoint] | None, json: bool) -> None:
+    if json:
+        data = plan.to_json()
+        data["verification"] = None if verified is None else _verification_json(verified)
+        if front is not None:
+            data["pareto"] = [{"usd_per_hour": p.usd_per_hour, "carbon_kg_per_hour": p.carbon_kg_per_hour}
+                              for p in front]  # fmt: skip
+        print_json(data)
+        return
+    _summary(plan)
+    if verified is not None:
+        _verification_lines(verified)
+    if front is not None:
+        _pareto_table(front)
 
 
 def _trace_rows(
@@ -241,16 +258,16 @@ def _trace_rows(
 
 
 def _verification_json(v: Verified) -> dict[str, Any]:
+    rounds = [
+        {"usd_per_hour": r.usd_per_hour, "corrections": r.corrections, "workloads": [asdict(c) for c in r.checks]}
+        for r in v.rounds
+    ]
     return {
         "target": v.target,
         "met": v.met,
         "message": v.message,
         "not_verified": list(v.unverified),
-        "rounds": [
-            {"usd_per_hour": r.usd_per_hour, "corrections": r.corrections,
-             "workloads": [asdict(c) for c in r.checks]}
-            for r in v.rounds
-        ],  # fmt: skip
+        "rounds": rounds,
         "capacity_measured_over_modelled": v.factors,
     }
 

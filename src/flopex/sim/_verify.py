@@ -135,6 +135,7 @@ class _Verifier:
         self.original = plan.inputs
         self.chats = {w.name: w for w in plan.workloads if isinstance(w, ChatWorkload)}
         self.factors: dict[str, float] = {}
+
     def simulate(self, plan: Plan) -> tuple[Check, ...]:
         """The plan's fleet under every chat workload's traffic; its attainment per workload."""
         rng = random.Random(self.options.seed)
