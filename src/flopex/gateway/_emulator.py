@@ -77,6 +77,15 @@ class _Engine:
         self.wake.set()
 
     async def _run(self) -> None:
+        try:
+            await self._steps()
+        except Exception:  # an emulator bug must end its streams, not leave them waiting for ever
+            for seq in [*self.state.waiting, *self.state.running.values()]:
+                assert isinstance(seq, _Stream)
+                seq.tokens.put_nowait(None)
+            raise
+
+    async def _steps(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time()
         state = self.state
