@@ -18,7 +18,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -146,113 +146,154 @@ class _Deployment:
         return engine, seq
 
 
+def _error(status: int, message: str, code: str, kind: str = "api_error") -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return JSONResponse(body, status, headers={"retry-after": "1"} if status == 429 else None)
+
+
+def _lengths(payload: dict[str, Any], chat: bool) -> tuple[int, int] | str:
+    """(prompt tokens, answer tokens) of a request, or what is wrong with it. A prompt counts four characters
+    of its JSON a token; the answer is `max_tokens` long (16 when not given)."""
+    text = json.dumps(payload.get("messages")) if chat else str(payload.get("prompt", ""))
+    asked = payload.get("max_tokens", payload.get("max_completion_tokens"))
+    try:
+        answer = 16 if asked is None else int(asked)
+    except (TypeError, ValueError):
+        return "max_tokens must be a positive integer"
+    if answer < 1:
+        return "max_tokens must be a positive integer"
+    return max(1, len(text) // 4), answer
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One answer's identity and lengths, and its OpenAI wire shapes (chat or text completion)."""
+
+    chat: bool
+    model: Any
+    prompt_tokens: int
+    completion_tokens: int
+    id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex[:12]}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}  # fmt: skip
+
+    def chunk(self, index: int | None) -> bytes:
+        """The server-sent event of token `index` (None: the closing event with the usage)."""
+        event: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
+                                 "created": self.created, "model": self.model, "choices": []}  # fmt: skip
+        if index is None:
+            event["usage"] = self.usage
+        else:
+            finish = "length" if index == self.completion_tokens - 1 else None
+            if self.chat:
+                delta = {"content": f" tok{index}"} if index else {"role": "assistant", "content": "tok0"}
+                event["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+            else:
+                event["choices"] = [{"index": 0, "text": f" tok{index}" if index else "tok0", "finish_reason": finish}]
+        return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+    def body(self) -> dict[str, Any]:
+        """The whole answer, for a request that did not ask to stream."""
+        text = " ".join(f"tok{i}" for i in range(self.completion_tokens))
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
+        choice.update({"message": {"role": "assistant", "content": text}} if self.chat else {"text": text})
+        return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
+                "created": self.created, "model": self.model, "choices": [choice], "usage": self.usage}  # fmt: skip
+
+
+async def _tokens(deployment: _Deployment, answer: _Answer, overhead_s: float, drop: bool) -> AsyncIterator[bytes]:
+    """The answer's token events as its engine produces them; a client that leaves early frees its sequence."""
+    engine, seq = deployment.submit(answer.prompt_tokens, answer.completion_tokens)
+    sent = 0
+    try:
+        while (count := await seq.tokens.get()) is not None:
+            if sent == 0:  # the engine's per-request cost delays the first token, not the engine
+                await asyncio.sleep(overhead_s)
+            for _ in range(count):
+                if drop and sent == answer.completion_tokens // 2:
+                    raise ConnectionResetError("emulated connection drop")
+                yield answer.chunk(sent)
+                sent += 1
+    finally:
+        if sent < answer.completion_tokens:
+            engine.abort(seq)
+
+
+async def _embeddings(request: Request) -> Response:
+    """Zero vectors of eight dimensions, one per input, with token usage."""
+    try:
+        payload = json.loads(await request.body())
+    except ValueError:
+        return _error(400, "the request body is not valid JSON", "invalid_json")
+    items = payload.get("input") or [""]
+    items = items if isinstance(items, list) else [items]
+    data = [{"object": "embedding", "index": i, "embedding": [0.0] * 8} for i, _ in enumerate(items)]
+    tokens = sum(max(1, len(str(x)) // 4) for x in items)
+    return JSONResponse({"object": "list", "data": data, "model": payload.get("model"),
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
+
+
 def create_emulator(model: str, replica: Replica, *, time_scale: float = 1.0, max_queue: int = 256,
                     faults: EmulatorFaults = EmulatorFaults(), seed: int = 0) -> Starlette:  # fmt: skip
     deployment = _Deployment(replica, time_scale * faults.slow, max_queue)
     rng = random.Random(seed)
+    overhead_s = replica.engine.request_overhead_s * time_scale * faults.slow
     served = 0
 
-    def error(status: int, message: str, code: str) -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": "api_error", "param": None, "code": code}}, status)
-
-    async def handle(request: Request, chat: bool) -> Response:
+    async def faulty() -> Response | None:
+        """The failures asked for on the command line, in the order a request meets them."""
         nonlocal served
-        try:
-            payload = json.loads(await request.body())
-        except ValueError:
-            return error(400, "the request body is not valid JSON", "invalid_json")
         served += 1
         if faults.die_after and served > faults.die_after:
             os._exit(1)
         if faults.hang:
             await asyncio.sleep(3600)
         if rng.random() < faults.error_rate:
-            return error(500, "emulated failure", "emulated_error")
-        if deployment.waiting >= deployment.max_queue:
-            return JSONResponse({"error": {"message": "queue full", "type": "rate_limit_error", "param": None,
-                                           "code": "queue_full"}}, 429, headers={"retry-after": "1"})  # fmt: skip
-        text = json.dumps(payload.get("messages")) if chat else str(payload.get("prompt", ""))
-        prompt_tokens = max(1, len(text) // 4)
-        asked = payload.get("max_tokens", payload.get("max_completion_tokens"))
+            return _error(500, "emulated failure", "emulated_error")
+        return None
+
+    async def handle(request: Request, chat: bool) -> Response:
         try:
-            completion_tokens = 16 if asked is None else int(asked)
-        except (TypeError, ValueError):
-            return error(400, "max_tokens must be a positive integer", "invalid_value")
-        if completion_tokens < 1:
-            return error(400, "max_tokens must be a positive integer", "invalid_value")
-        if not deployment.fits(prompt_tokens, completion_tokens):
-            return error(400, f"{prompt_tokens + completion_tokens} tokens exceed the KV cache of a replica",
-                         "context_length_exceeded")  # fmt: skip
-        stream = bool(payload.get("stream"))
-        include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-        rid = f"cmpl-{uuid.uuid4().hex[:12]}"
-        created = int(time.time())
-        drop = stream and rng.random() < faults.drop_rate
-        overhead = replica.engine.request_overhead_s * time_scale * faults.slow
+            payload = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "the request body is not valid JSON", "invalid_json")
+        if not isinstance(payload, dict):
+            return _error(400, "the request body must be a JSON object", "invalid_json")
+        if (failed := await faulty()) is not None:
+            return failed
+        if deployment.waiting >= deployment.max_queue:
+            return _error(429, "queue full", "queue_full", "rate_limit_error")
+        lengths = _lengths(payload, chat)
+        if isinstance(lengths, str):
+            return _error(400, lengths, "invalid_value")
+        if not deployment.fits(*lengths):
+            return _error(400, f"{sum(lengths)} tokens exceed the KV cache of a replica", "context_length_exceeded")
+        answer = _Answer(chat, payload.get("model"), *lengths)
+        if not payload.get("stream"):
+            async for _ in _tokens(deployment, answer, overhead_s, False):
+                pass
+            return JSONResponse(answer.body())
+        usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+        events = _tokens(deployment, answer, overhead_s, rng.random() < faults.drop_rate)
 
-        def chunk(delta: dict[str, Any] | None, finish: str | None, usage: dict[str, int] | None = None) -> bytes:
-            choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}] if chat else \
-                [{"index": 0, "text": delta.get("content", ""), "finish_reason": finish}]  # fmt: skip
-            event: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
-                                     "created": created, "model": payload.get("model"), "choices": choices}  # fmt: skip
-            if usage is not None:
-                event["usage"] = usage
-            return b"data: " + json.dumps(event).encode() + b"\n\n"
+        async def sse() -> AsyncIterator[bytes]:
+            async for part in events:
+                yield part
+            if usage:
+                yield answer.chunk(None)
+            yield b"data: [DONE]\n\n"
 
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
-
-        async def run() -> AsyncIterator[bytes]:
-            engine, seq = deployment.submit(prompt_tokens, completion_tokens)
-            sent = 0
-            try:
-                while (count := await seq.tokens.get()) is not None:
-                    if sent == 0:  # the engine's per-request cost delays the first token, not the engine
-                        await asyncio.sleep(overhead)
-                    for _ in range(count):
-                        if drop and sent == completion_tokens // 2:
-                            raise ConnectionResetError("emulated connection drop")
-                        yield chunk({"content": f" tok{sent}"} if sent else {"role": "assistant", "content": "tok0"},
-                                    "length" if sent == completion_tokens - 1 else None)  # fmt: skip
-                        sent += 1
-            finally:
-                if sent < completion_tokens:
-                    engine.abort(seq)
-
-        if stream:
-
-            async def sse() -> AsyncIterator[bytes]:
-                async for part in run():
-                    yield part
-                if include_usage:
-                    yield chunk(None, None, usage)
-                yield b"data: [DONE]\n\n"
-
-            return StreamingResponse(sse(), media_type="text/event-stream")
-        async for _ in run():
-            pass
-        text_out = " ".join(f"tok{i}" for i in range(completion_tokens))
-        message = {"role": "assistant", "content": text_out}
-        choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
-        choice.update({"message": message} if chat else {"text": text_out})
-        body = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-                "model": payload.get("model"), "choices": [choice], "usage": usage}  # fmt: skip
-        return JSONResponse(body)
+        return StreamingResponse(sse(), media_type="text/event-stream")
 
     async def chat(request: Request) -> Response:
         return await handle(request, True)
 
     async def completions(request: Request) -> Response:
         return await handle(request, False)
-
-    async def embeddings(request: Request) -> Response:
-        payload = json.loads(await request.body())
-        items = payload.get("input") or [""]
-        items = items if isinstance(items, list) else [items]
-        data = [{"object": "embedding", "index": i, "embedding": [0.0] * 8} for i, _ in enumerate(items)]
-        tokens = sum(max(1, len(str(x)) // 4) for x in items)
-        return JSONResponse({"object": "list", "data": data, "model": payload.get("model"),
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
 
     async def models(request: Request) -> Response:
         return JSONResponse(
@@ -266,7 +307,7 @@ def create_emulator(model: str, replica: Replica, *, time_scale: float = 1.0, ma
     return Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/embeddings", _embeddings, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ])  # fmt: skip

@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
 
 from flopex.errors import PlanError, first_validation_error
-from flopex.plan._milp import Candidate, Demand, Options, Solution, solve
+from flopex.plan._milp import solve
+from flopex.plan._model import Candidate, Demand, Options, Solution
 
 __all__ = ["MelangeInput", "melange_result", "read_melange", "solve_melange"]
 

@@ -20,13 +20,11 @@ from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 from scipy.sparse import coo_array
 
 from flopex.plan._model import (
-    CONSTRAINT_GROUPS,
     Candidate,
     Demand,
     Hosted,
     Options,
     Solution,
-    carbons,
     default_time_limit,
     effective_utilisation,
     excludes_unknown_energy,
@@ -34,21 +32,7 @@ from flopex.plan._model import (
 )
 from flopex.plan._prune import prune
 
-__all__ = [
-    "CONSTRAINT_GROUPS",
-    "Candidate",
-    "Demand",
-    "Hosted",
-    "Options",
-    "Solution",
-    "carbons",
-    "default_time_limit",
-    "effective_utilisation",
-    "excludes_unknown_energy",
-    "prune",
-    "solve",
-    "usable",
-]
+__all__ = ["solve"]
 
 
 def _coupled(candidates: list[Candidate], demands: list[Demand], options: Options) -> bool:

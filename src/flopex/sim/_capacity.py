@@ -17,7 +17,7 @@ from flopex.routing import Policy
 from flopex.sim._engine import Request, SimOptions, SimReplica, simulate
 from flopex.workloads import TokenSlo
 
-__all__ = ["Attainment", "Length", "attainment", "measured_capacity", "unit_arrivals"]
+__all__ = ["Attainment", "Length", "attainment", "measured_capacity", "p99", "unit_arrivals"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ def unit_arrivals(n: int, burstiness: float, seed: int) -> list[float]:
     return out
 
 
-def _p99(values: Sequence[float]) -> float:
+def p99(values: Sequence[float]) -> float:
+    """The 99th percentile, nearest rank (0 for no values)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
 
@@ -72,8 +73,8 @@ def attainment(
     ok = sum(1 for c in measured if mix[c.request.bucket].slo.met(c.ttft, c.tpot, c.e2e))
     return Attainment(
         ok / len(measured) if measured else 0.0,
-        _p99([c.ttft for c in measured]),
-        _p99([c.tpot for c in measured if c.request.output_tokens > 1]),
+        p99([c.ttft for c in measured]),
+        p99([c.tpot for c in measured if c.request.output_tokens > 1]),
     )
 
 

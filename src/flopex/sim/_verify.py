@@ -30,7 +30,7 @@ from flopex.perf import Efficiency
 from flopex.plan import Candidate, Inputs, Plan, make_plan
 from flopex.routing import Policy
 from flopex.sim._build import group_replica, hosted_shares, replicas_from_plan, split_hosted
-from flopex.sim._capacity import Length, measured_capacity
+from flopex.sim._capacity import Length, measured_capacity, p99
 from flopex.sim._engine import Completed, Request, SimOptions, simulate
 from flopex.sim._traffic import generate, requests_from_trace
 from flopex.workloads import ChatWorkload
@@ -101,18 +101,13 @@ def traffic_for(
                     first_id=first_id)  # fmt: skip
 
 
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
-
-
 def _check(w: ChatWorkload, done: list[Completed], dropped: int, hosted: int) -> Check:
     """A workload's round: requests the fleet dropped (none could take them) count as missing the SLO."""
     ok = sum(1 for c in done if w.slo.met(c.ttft, c.tpot, c.e2e))
     total = len(done) + dropped
     return Check(
-        w.name, total, ok / total if total else 1.0, _p99([c.ttft for c in done]),
-        _p99([c.tpot for c in done if c.request.output_tokens > 1]), _p99([c.e2e for c in done]), hosted,
+        w.name, total, ok / total if total else 1.0, p99([c.ttft for c in done]),
+        p99([c.tpot for c in done if c.request.output_tokens > 1]), p99([c.e2e for c in done]), hosted,
     )  # fmt: skip
 
 
