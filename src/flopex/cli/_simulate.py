@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flopex.catalog import Catalog
 from flopex.cli._common import (
     CalibrationOption,
     CatalogOption,
@@ -27,7 +28,8 @@ from flopex.cli._svg import line_chart
 from flopex.cli._traces import read_trace, trace_paths
 from flopex.economics import load_energy_table
 from flopex.errors import FlopexError, SimError
-from flopex.plan import load_plan, make_plan
+from flopex.perf import Efficiency
+from flopex.plan import Plan, PlanSpec, load_plan, make_plan
 from flopex.routing import Policy
 from flopex.sim import (
     Fault,
@@ -100,34 +102,13 @@ def simulate_command(
         chats = [w for w in workloads if isinstance(w, ChatWorkload)]
         if len(chats) != len(workloads):
             raise SimError("the simulator replays token traffic; every workload must be chat or completion.")
-        planned = [_scaled(w, plan_scale) for w in chats]
         traces = trace_paths(trace, chats, file)
-        with solver_quiet():
-            plan = make_plan(spec, list(planned), cat, eff, load_energy_table(), explain=False)
-            if verify and plan.solution.feasible:
-                rows = {name: read_trace(path) for name, path in traces.items()} if plan_scale == 1 else {}
-                with err_console().status("verifying the plan in the simulator", spinner="dots"):
-                    plan = verify_plan(plan, cat, eff, load_energy_table(), rows).plan
+        plan = _plan(spec, [_scaled(w, plan_scale) for w in chats], (cat, eff), traces if plan_scale == 1 else {},
+                     verify)  # fmt: skip
         if not plan.solution.feasible:
             raise SimError(f"the plan is infeasible ({plan.solution.message}); run `flopex plan {file}` to see why.")
         replicas = replicas_from_plan(plan, cat, eff)
-        rng = random.Random(seed)
-        requests: list[Request] = []
-        for w in chats:
-            source = traces.get(w.name)
-            if kind == "trace":
-                if source is None:
-                    raise SimError(f"workload {w.name} has no trace. To fix: pass --trace FILE, or --arrivals poisson.")
-                reqs = requests_from_trace(read_trace(source), w.name, w.traffic.buckets(), rate_scale)
-            else:
-                rate = (w.traffic.requests_per_s or 0.0) * rate_scale
-                burst = burstiness or w.traffic.burstiness
-                reqs = generate(kind, rate, duration, w.name, w.traffic.buckets(), rng, burstiness=burst)
-            requests += [
-                Request(len(requests) + i, r.arrival, r.workload, r.bucket, r.input_tokens, r.output_tokens)
-                for i, r in enumerate(reqs)
-            ]
-        requests.sort(key=lambda r: (r.arrival, r.id))
+        requests = _requests(chats, kind, traces, rate_scale, duration, burstiness, random.Random(seed))
         requests, to_hosted = split_hosted(requests, hosted_shares(plan), random.Random(seed + 1))
         options = SimOptions(
             seed=seed, policy=Policy.plan_weighted() if chosen_policy == "plan" else Policy.least_loaded(),
@@ -150,6 +131,44 @@ def simulate_command(
         _summary(data)
     if plot is not None:
         _plots(plot, data, result.completed)
+
+
+def _plan(
+    spec: PlanSpec, planned: list[ChatWorkload], models: tuple[Catalog, Efficiency], traces: dict[str, Path],
+    verify: bool,
+) -> Plan:  # fmt: skip
+    """The fleet `flopex plan` prints for these workloads: solved, then verified unless asked not to."""
+    cat, eff = models
+    with solver_quiet():
+        plan = make_plan(spec, list(planned), cat, eff, load_energy_table(), explain=False)
+        if verify and plan.solution.feasible:
+            rows = {name: read_trace(path) for name, path in traces.items()}
+            with err_console().status("verifying the plan in the simulator", spinner="dots"):
+                plan = verify_plan(plan, cat, eff, load_energy_table(), rows).plan
+    return plan
+
+
+def _requests(
+    chats: list[ChatWorkload], kind: str, traces: dict[str, Path], rate_scale: float, duration: float,
+    burstiness: float | None, rng: random.Random,
+) -> list[Request]:  # fmt: skip
+    """Every workload's requests, in arrival order: its trace, or synthetic arrivals at its rate."""
+    requests: list[Request] = []
+    for w in chats:
+        source = traces.get(w.name)
+        if kind == "trace":
+            if source is None:
+                raise SimError(f"workload {w.name} has no trace. To fix: pass --trace FILE, or --arrivals poisson.")
+            reqs = requests_from_trace(read_trace(source), w.name, w.traffic.buckets(), rate_scale)
+        else:
+            rate = (w.traffic.requests_per_s or 0.0) * rate_scale
+            burst = burstiness or w.traffic.burstiness
+            reqs = generate(kind, rate, duration, w.name, w.traffic.buckets(), rng, burstiness=burst)
+        requests += [
+            Request(len(requests) + i, r.arrival, r.workload, r.bucket, r.input_tokens, r.output_tokens)
+            for i, r in enumerate(reqs)
+        ]
+    return sorted(requests, key=lambda r: (r.arrival, r.id))
 
 
 def _scaled(w: ChatWorkload, factor: float) -> ChatWorkload:
