@@ -27,7 +27,10 @@ def read_trace(path: Path) -> list[tuple[str, int, int]]:
                     ) from None
             return rows
     except FileNotFoundError:
-        raise SimError(f"{path}: no such trace file.") from None
+        raise SimError(
+            f"{path}: no such trace file. To fix: give the path of a CSV with TIMESTAMP, ContextTokens and "
+            "GeneratedTokens columns (the Azure LLM inference trace format)."
+        ) from None
 
 
 def trace_paths(given: list[str] | None, chats: list[ChatWorkload], file: Path) -> dict[str, Path]:
