@@ -268,6 +268,8 @@ def _verification_json(v: Verified) -> dict[str, Any]:
         "message": v.message,
         "not_verified": list(v.unverified),
         "rounds": rounds,
+        "kept_round": v.kept % len(v.rounds) if v.rounds else None,
+        "workloads": [asdict(c) for c in v.checks],
         "capacity_measured_over_modelled": v.factors,
     }
 
@@ -276,9 +278,7 @@ def _verification_lines(v: Verified) -> None:
     console = out_console()
     if not v.rounds:
         return
-    first, last = v.rounds[0], v.rounds[-1]
-    held = [r for r in v.rounds if all(c.attainment >= v.target for c in r.checks)]
-    shown = min(held, key=lambda r: r.usd_per_hour) if held else last
+    first, shown = v.rounds[0], v.rounds[v.kept]
     head = (
         f"Verified in the simulator ({len(v.rounds)} round{'s' if len(v.rounds) > 1 else ''}, "
         f"target {v.target:.0%} of requests within SLO)"

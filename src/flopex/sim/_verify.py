@@ -79,11 +79,13 @@ class Verified:
     met: bool
     message: str
     unverified: tuple[str, ...]  # workloads the simulator does not replay
-    factors: dict[str, float]  # configuration -> measured over modelled capacity, as finally applied
+    factors: dict[str, float]  # configuration -> measured over modelled capacity
+    kept: int = -1  # the round whose plan this is (the cheapest that held, else the last)
 
     @property
     def checks(self) -> tuple[Check, ...]:
-        return self.rounds[-1].checks if self.rounds else ()
+        """How the returned plan did in the simulator."""
+        return self.rounds[self.kept].checks if self.rounds else ()
 
 
 def traffic_for(
@@ -270,7 +272,7 @@ def verify_plan(
     verifier = _Verifier(plan, catalog, eff, traces or {}, options)
     unverified = tuple(w.name for w in plan.workloads if w.name not in verifier.chats)
     rounds: list[Round] = []
-    current, held = plan, None
+    current, held, kept = plan, None, -1
     tightened = False
     for index in range(options.max_rounds):
         if not current.solution.feasible:
@@ -281,7 +283,7 @@ def verify_plan(
         short = {c.workload for c in checks if c.attainment < options.target}
         if not short:
             if held is None or current.solution.usd_per_hour < held.solution.usd_per_hour - 1e-9:
-                held = current
+                held, kept = current, index
             changed = {} if tightened or not verifier.chats else verifier.tighten(current)
             tightened = True
             rounds.append(Round(current.solution.usd_per_hour, checks, changed))
@@ -298,7 +300,7 @@ def verify_plan(
     factors = dict(verifier.factors)
     if held is not None:
         final = make_plan(held.spec, held.workloads, catalog, eff, energy, inputs=held.inputs)
-        return Verified(final, tuple(rounds), options.target, True, "", unverified, factors)
+        return Verified(final, tuple(rounds), options.target, True, "", unverified, factors, kept)
     if not current.solution.feasible:
         why = f"after correcting capacities the plan is infeasible ({current.solution.message})"
         return Verified(current, tuple(rounds), options.target, False, why, unverified, factors)
