@@ -43,6 +43,8 @@ class _Fit:
     activity: float
     precision: Precision
     label: str
+    engine: str | None = None
+    layout: tuple[int, int, int] = (0, 0, 0)  # tensor parallel, pipeline parallel, model replicas per group
 
 
 def _demand(w: Workload) -> tuple[Demand, str, tuple[float, ...]]:
@@ -81,9 +83,11 @@ def _fitter(w: Workload, eff: Efficiency, spec: PlanSpec) -> Callable[[Accelerat
                 None,
             )  # fmt: skip
             caps.append(measured.requests_per_s if measured else (p.requests_per_s if p.slo_met else 0.0))
-        layout = fit.predictions[0].layout
+        first = fit.predictions[0]
+        layout = first.layout
         label = f"{acc.id} x{per_instance * group} {precision} TP{layout.tensor_parallel}"
-        return _Fit(tuple(caps), fit.activity, precision, label)
+        shape = (layout.tensor_parallel, layout.pipeline_parallel, layout.replicas)
+        return _Fit(tuple(caps), fit.activity, precision, label, first.engine, shape)
 
     def video(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> _Fit:
         assert isinstance(w, VideoWorkload)
@@ -98,8 +102,11 @@ def _fitter(w: Workload, eff: Efficiency, spec: PlanSpec) -> Callable[[Accelerat
         cost = session.costs[agent_retention(w, session)]
         sessions = per_instance * group * 3600 / cost.accelerator_seconds if session.serving.slo_met else 0.0
         serving = session.serving
-        label = f"{acc.id} x{per_instance * group} {precision} TP{serving.layout.tensor_parallel}"
-        return _Fit((sessions,), max(serving.compute_utilization, serving.memory_utilization), precision, label)
+        layout = serving.layout
+        label = f"{acc.id} x{per_instance * group} {precision} TP{layout.tensor_parallel}"
+        activity = max(serving.compute_utilization, serving.memory_utilization)
+        shape = (layout.tensor_parallel, layout.pipeline_parallel, layout.replicas)
+        return _Fit((sessions,), activity, precision, label, serving.engine, shape)
 
     return {"chat": chat, "completion": chat, "video": video, "agent": agent}[w.kind]
 
@@ -201,4 +208,10 @@ def _candidate(
         if spot
         else 0.0,
         power_known=acc.tdp_w is not None,
+        precision=fit.precision,
+        accelerator=acc.id,
+        accelerators=count,
+        engine=fit.engine,
+        layout=fit.layout,
+        market=offer.market,
     )

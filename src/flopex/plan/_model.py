@@ -51,6 +51,12 @@ class Candidate:
     grid_g_per_kwh: float = 0.0
     interruption_rate: float = 0.0  # spot: the chance per hour that an instance is interrupted (the catalog's)
     power_known: bool = True  # False where the accelerator has no published TDP
+    precision: str = ""
+    accelerator: str = ""  # the accelerator id ("" where unknown)
+    accelerators: int = 0  # accelerators in one group
+    engine: str | None = None  # the serving engine the performance model assumed (None: not an LLM engine)
+    layout: tuple[int, int, int] = (0, 0, 0)  # tensor parallel, pipeline parallel, model replicas per group
+    market: str = ""
 
     def domain(self, kind: str) -> str:
         return {"region": f"{self.provider}/{self.region}", "provider": self.provider, "zone": self.zone}[kind]
