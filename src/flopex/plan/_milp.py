@@ -343,7 +343,7 @@ def _decode(
             api = m.hosted[-1 - i]
             routing[(w, b)][api.id] += share * rate / total
             hosted_usd += share * rate * 3600 * api.usd_per_request[b]
-    kw = {c.id: groups.get(c.id, 0) * c.idle_kw + (c.busy_kw - c.idle_kw) * load.get(c.id, 0.0) for c in m.cands}
+    kw = {c.id: c.facility_kw(groups.get(c.id, 0), load.get(c.id, 0.0)) for c in m.cands}
     bound, gap = _bound_and_gap(result, float(result.fun))
     return Solution(
         status="optimal" if result.status == 0 else "time_limit",  # stopped with a plan, before proving it

@@ -58,6 +58,11 @@ class Candidate:
     layout: tuple[int, int, int] = (0, 0, 0)  # tensor parallel, pipeline parallel, model replicas per group
     market: str = ""
 
+    def facility_kw(self, groups: int, load: float) -> float:
+        """Facility power of `groups` groups carrying `load` groups' worth of full load: idle power for every
+        group, plus the rise to busy power in proportion to the load (0 where the power is unknown)."""
+        return groups * self.idle_kw + (self.busy_kw - self.idle_kw) * load
+
     def domain(self, kind: str) -> str:
         return {"region": f"{self.provider}/{self.region}", "provider": self.provider, "zone": self.zone}[kind]
 
