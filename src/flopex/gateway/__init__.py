@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flopex.gateway._app import create_app
-from flopex.gateway._backends import BackendState, Pool, label_for
+from flopex.gateway._backends import BackendState, Pool
 from flopex.gateway._config import (
     BackendSpec,
     GatewayConfig,
@@ -14,6 +14,7 @@ from flopex.gateway._config import (
 )
 from flopex.gateway._emulator import EmulatorFaults, create_emulator
 from flopex.gateway._errors import error_response
+from flopex.gateway._labels import label_for
 from flopex.gateway._tenancy import Tenancy
 from flopex.gateway._thread import BackgroundServer, free_port
 

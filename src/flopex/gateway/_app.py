@@ -24,9 +24,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from flopex.errors import did_you_mean
-from flopex.gateway._backends import BackendState, Pool, label_for
+from flopex.gateway._backends import BackendState, Pool
 from flopex.gateway._config import BackendSpec, GatewayConfig
 from flopex.gateway._errors import error_response
+from flopex.gateway._labels import label_for
 from flopex.gateway._tenancy import Admission, Tenancy
 from flopex.gateway._tenant_api import tenant_routes
 from flopex.routing import RouteRequest

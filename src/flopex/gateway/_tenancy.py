@@ -14,9 +14,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from flopex.gateway._backends import BackendState, label_for
+from flopex.gateway._backends import BackendState
 from flopex.gateway._config import BackendSpec
 from flopex.gateway._errors import error_response
+from flopex.gateway._labels import label_for
 from flopex.ledger import KeyInfo, LedgerParts, Refusal, Reservation, UsageRecord
 
 __all__ = ["Admission", "Tenancy"]
