@@ -108,3 +108,22 @@ def test_a_monthly_statement(tmp_path: Path) -> None:
     html = page.read_text()
     assert html.startswith("<!doctype html>") and "Cost: $4.000" in html and "<table>" in html
     assert "YYYY-MM" in run(db, "statement", "--tenant", "acme", "--month", "2026-11-01")[2]
+
+
+def test_usage_counts_unknown_energy_apart_never_as_zero(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    seed(db)  # two records of acme in November with known energy (2 Wh each) and cost $0.75
+    nov = datetime(2026, 11, 12, 12, tzinfo=UTC).timestamp()
+    LedgerStore(db).write([UsageRecord("h1", "acme", "k", "m3", "groq", None, 1, 1, 0.25, None, None, None, None,
+                                       None, 200, nov)])  # fmt: skip
+    args = ("usage", "--tenant", "acme", "--since", "2026-11-01", "--until", "2026-12-01")
+    code, out, err = run(db, *args)
+    assert code == 0, err
+    m3 = next(line for line in out.splitlines() if " m3 " in line)
+    assert m3.count("unknown") == 2 and " 0 " not in m3.split("0.2500")[1]  # energy and carbon: unknown, not 0
+    assert "4.000 + 1 unknown" in out  # the total: the known 4 Wh, and one request without
+    assert "1 request (25% of cost) with unknown energy, not included (hosted APIs publish no energy" in out
+    code, out, _ = run(db, *args, "--format", "csv")
+    rows = {r["model"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert rows["m3"]["energy_unknown_requests"] == "1" and float(rows["m3"]["energy_unknown_cost_usd"]) == 0.25
+    assert rows["m1"]["energy_unknown_requests"] == "0"

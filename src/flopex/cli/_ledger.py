@@ -17,7 +17,17 @@ from rich.table import Table
 
 from flopex.cli._common import JsonOption, choose, data_dir, err_console, fail, out_console, print_json
 from flopex.errors import FlopexError, did_you_mean
-from flopex.ledger import GROUP_BY, TIERS, LedgerStore, amount, build_statement, default_url, reconcile_redis
+from flopex.ledger import (
+    GROUP_BY,
+    TIERS,
+    LedgerStore,
+    amount,
+    build_statement,
+    default_url,
+    known_part,
+    reconcile_redis,
+    unknown_note,
+)
 
 __all__ = ["budgets_app", "keys_app", "statement_command", "usage_command"]
 
@@ -212,7 +222,9 @@ def usage_command(
         text = jsonlib.dumps({"tenant": tenant, "since": start, "group_by": group, "data": rows}, indent=2)
     elif kind == "csv":
         buffer = io.StringIO()
-        fields = [group, "requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "energy_wh", "co2e_g"]
+        fields = [group, "requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "energy_wh", "co2e_g",
+                  "energy_unknown_requests", "energy_unknown_cost_usd", "co2e_unknown_requests",
+                  "co2e_unknown_cost_usd"]  # fmt: skip
         writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
@@ -228,22 +240,38 @@ def usage_command(
 
 
 def _usage_table(tenant: str, group: str, rows: list[dict[str, Any]]) -> None:
+    """Energy and carbon are the known totals; a request whose record leaves them unknown is counted apart
+    ("+ 3 unknown", or "unknown" where none knows them), never as zero, and a note under the table says what
+    share of the cost those requests are."""
     table = Table(title=f"Usage of {tenant} by {group}", title_style="bold", show_footer=bool(rows))
-    totals = {f: sum(float(r[f]) for r in rows) for f in ("requests", "cost_usd", "energy_wh", "co2e_g")}
+    fields = ("requests", "cost_usd", "energy_wh", "co2e_g", "energy_unknown_requests", "energy_unknown_cost_usd",
+              "co2e_unknown_requests", "co2e_unknown_cost_usd")  # fmt: skip
+    t = {f: sum(float(r[f]) for r in rows) for f in fields}
+    n = int(t["requests"])
     table.add_column(group, footer="total")
-    table.add_column("requests", justify="right", footer=f"{totals['requests']:,.0f}")
+    table.add_column("requests", justify="right", footer=f"{n:,}")
     table.add_column("errors", justify="right")
     table.add_column("tokens in", justify="right")
     table.add_column("tokens out", justify="right")
-    table.add_column("cost (USD)", justify="right", footer=amount(totals["cost_usd"]))
-    table.add_column("energy (Wh)", justify="right", footer=amount(totals["energy_wh"]))
-    table.add_column("carbon (gCO2e)", justify="right", footer=amount(totals["co2e_g"]))
+    table.add_column("cost (USD)", justify="right", footer=amount(t["cost_usd"]))
+    energy = known_part(t["energy_wh"], int(t["energy_unknown_requests"]), n)
+    carbon = known_part(t["co2e_g"], int(t["co2e_unknown_requests"]), n)
+    table.add_column("energy (Wh)", justify="right", footer=energy)
+    table.add_column("carbon (gCO2e)", justify="right", footer=carbon)
     for r in rows:
         table.add_row(
             str(r[group]), f"{r['requests']:,}", f"{r['errors']:,}", f"{r['prompt_tokens']:,}",
-            f"{r['completion_tokens']:,}", amount(r["cost_usd"]), amount(r["energy_wh"]), amount(r["co2e_g"]),
+            f"{r['completion_tokens']:,}", amount(r["cost_usd"]),
+            known_part(r["energy_wh"], r["energy_unknown_requests"], r["requests"]),
+            known_part(r["co2e_g"], r["co2e_unknown_requests"], r["requests"]),
         )  # fmt: skip
-    out_console().print(table)
+    console = out_console()
+    console.print(table)
+    for name, what in (("energy", "energy"), ("co2e", "carbon")):
+        note = unknown_note(int(t[f"{name}_unknown_requests"]), t[f"{name}_unknown_cost_usd"], t["cost_usd"], what)
+        if note:
+            why = f"hosted APIs publish no {what}, and a failed request records none"
+            console.print(f"{note[0].upper()}{note[1:]} ({why}).", highlight=False)
 
 
 def statement_command(

@@ -16,7 +16,7 @@ from flopex.ledger._runtime import (
     UsageWriter,
     reconcile_redis,
 )
-from flopex.ledger._statement import Statement, amount, build_statement
+from flopex.ledger._statement import Statement, amount, build_statement, known_part, unknown_note
 from flopex.ledger._store import (
     GROUP_BY,
     TIERS,
@@ -51,7 +51,9 @@ __all__ = [
     "build_ledger",
     "build_statement",
     "default_url",
+    "known_part",
     "period_bounds",
     "period_key",
     "reconcile_redis",
+    "unknown_note",
 ]

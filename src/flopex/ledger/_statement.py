@@ -1,4 +1,8 @@
-"""A tenant's monthly cost and carbon statement, from the usage records, in Markdown or HTML."""
+"""A tenant's monthly cost and carbon statement, from the usage records, in Markdown or HTML.
+
+Energy and carbon are totals of the requests whose figures are known. A request whose record leaves them
+unknown (a hosted API publishes neither; a failed request has no label) is counted apart, with its share of
+the cost, and never summed as zero."""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ from typing import Any
 from flopex.errors import LedgerError, did_you_mean
 from flopex.ledger._store import LedgerStore, period_bounds
 
-__all__ = ["Statement", "amount", "build_statement"]
+__all__ = ["Statement", "amount", "build_statement", "known_part", "unknown_note"]
+
+_NOTE = (
+    "Energy and carbon are totals of the requests whose figures are known; requests with unknown energy or carbon "
+    "(hosted APIs publish neither, and a failed request records neither) are counted apart, never as zero."
+)
 
 
 def amount(x: float) -> str:
@@ -39,10 +48,10 @@ class Statement:
             f"- Requests: {t['requests']:,} ({t['errors']:,} failed)",
             f"- Tokens: {t['prompt_tokens']:,} in, {t['completion_tokens']:,} out",
             f"- Cost: ${amount(t['cost_usd'])}",
-            f"- Energy: {amount(t['energy_wh'] / 1000)} kWh",
-            f"- Carbon: {amount(t['co2e_g'] / 1000)} kgCO2e",
+            f"- Energy: {_total(t, 'energy', 'energy_wh', 'kWh')}",
+            f"- Carbon: {_total(t, 'co2e', 'co2e_g', 'kgCO2e')}",
             "",
-            "Energy and carbon cover self-hosted backends; hosted APIs publish neither and count as zero.",
+            _NOTE,
         ]
         for title, group, rows in self._sections():
             lines += ["", f"## {title}", "", _md_row([group, *_HEADERS]), _md_row(["---"] * (len(_HEADERS) + 1))]
@@ -67,10 +76,10 @@ class Statement:
             f"<li>Requests: {t['requests']:,} ({t['errors']:,} failed)</li>",
             f"<li>Tokens: {t['prompt_tokens']:,} in, {t['completion_tokens']:,} out</li>",
             f"<li>Cost: ${amount(t['cost_usd'])}</li>",
-            f"<li>Energy: {amount(t['energy_wh'] / 1000)} kWh</li>",
-            f"<li>Carbon: {amount(t['co2e_g'] / 1000)} kgCO2e</li>",
+            f"<li>Energy: {esc(_total(t, 'energy', 'energy_wh', 'kWh'))}</li>",
+            f"<li>Carbon: {esc(_total(t, 'co2e', 'co2e_g', 'kgCO2e'))}</li>",
             "</ul>",
-            "<p>Energy and carbon cover self-hosted backends; hosted APIs publish neither and count as zero.</p>",
+            f"<p>{esc(_NOTE)}</p>",
         ]
         for title, group, rows in self._sections():
             parts.append(f"<h2>{title}</h2>")
@@ -90,14 +99,40 @@ _HEADERS = ["requests", "tokens in", "tokens out", "cost (USD)", "energy (kWh)",
 _BUDGET_HEADERS = ["scope", "id", "period", "limit (USD)", "kind", "spent this period (USD)"]
 
 
+def known_part(value: float, unknown: int, requests: int) -> str:
+    """A total of what is known, for a table cell: "unknown" where no request knows it, else the known total
+    and, where some requests do not know it, how many ("1.25 + 3 unknown")."""
+    if requests and unknown >= requests:
+        return "unknown"
+    return amount(value) + (f" + {unknown:,} unknown" if unknown else "")
+
+
+def unknown_note(unknown: int, unknown_cost: float, cost: float, what: str) -> str:
+    """ "3 requests (40% of cost) with unknown energy, not included" (empty where nothing is unknown)."""
+    if not unknown:
+        return ""
+    share = f" ({unknown_cost / cost:.0%} of cost)" if cost > 0 else ""
+    return f"{unknown:,} request{'s' if unknown != 1 else ''}{share} with unknown {what}, not included"
+
+
+def _total(t: dict[str, Any], name: str, field: str, unit: str) -> str:
+    """The known total in `unit` (kWh or kgCO2e, from Wh or g), then what is left out and why."""
+    n, requests = t[f"{name}_unknown_requests"], t["requests"]
+    what = {"energy": "energy", "co2e": "carbon"}[name]
+    if requests and n >= requests:
+        return f"unknown (none of the {requests:,} requests has a known {what})"
+    note = unknown_note(n, t[f"{name}_unknown_cost_usd"], t["cost_usd"], what)
+    return f"{amount(t[field] / 1000)} {unit}" + (f", plus {note}" if note else "")
+
+
 def _cells(r: dict[str, Any]) -> list[str]:
     return [
         f"{r['requests']:,}",
         f"{r['prompt_tokens']:,}",
         f"{r['completion_tokens']:,}",
         amount(r["cost_usd"]),
-        amount(r["energy_wh"] / 1000),
-        amount(r["co2e_g"] / 1000),
+        known_part(r["energy_wh"] / 1000, r["energy_unknown_requests"], r["requests"]),
+        known_part(r["co2e_g"] / 1000, r["co2e_unknown_requests"], r["requests"]),
     ]
 
 
@@ -133,8 +168,11 @@ def build_statement(store: LedgerStore, tenant: str, month: str) -> Statement:
     by_model = store.usage(tenant, start, "model", end)
     totals: dict[str, Any] = {
         f: sum(r[f] for r in by_model)
-        for f in ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "energy_wh", "co2e_g")
-    }
+        for f in (
+            "requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "energy_wh", "co2e_g",
+            "energy_unknown_requests", "energy_unknown_cost_usd", "co2e_unknown_requests", "co2e_unknown_cost_usd",
+        )
+    }  # fmt: skip
     return Statement(
         tenant,
         month,

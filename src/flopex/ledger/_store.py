@@ -31,7 +31,10 @@ __all__ = ["GROUP_BY", "TIERS", "Budget", "KeyInfo", "LedgerStore", "UsageRecord
 
 TIERS = ("interactive", "batch")
 GROUP_BY = ("model", "backend", "day")
-_TOTALS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "energy_wh", "co2e_g")
+_TOTALS = (
+    "requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "energy_wh", "co2e_g",
+    "energy_unknown_requests", "energy_unknown_cost_usd", "co2e_unknown_requests", "co2e_unknown_cost_usd",
+)  # fmt: skip
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -383,8 +386,10 @@ class LedgerStore:
                 func.sum(u.prompt_tokens).label("prompt_tokens"),
                 func.sum(u.completion_tokens).label("completion_tokens"),
                 func.sum(u.cost_usd).label("cost_usd"),
-                func.coalesce(func.sum(u.energy_wh), 0.0).label("energy_wh"),
+                func.coalesce(func.sum(u.energy_wh), 0.0).label("energy_wh"),  # of the records that know it
                 func.coalesce(func.sum(u.co2e_g), 0.0).label("co2e_g"),
+                *_unknown(u.energy_wh, u.cost_usd, "energy"),  # NULL is unknown: counted apart, never as 0
+                *_unknown(u.co2e_g, u.cost_usd, "co2e"),
             )
             .where(u.tenant_id == tenant_id, u.created >= since)
             .group_by(group)
@@ -410,6 +415,14 @@ class LedgerStore:
     def request_ids(self) -> list[str]:
         with self.engine.connect() as c:
             return [r[0] for r in c.execute(select(usage_records.c.request_id))]
+
+
+def _unknown(column: Any, cost: Any, name: str) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """How many records leave `column` unknown (NULL), and what they cost."""
+    return (
+        func.coalesce(func.sum(case((column.is_(None), 1), else_=0)), 0).label(f"{name}_unknown_requests"),
+        func.coalesce(func.sum(case((column.is_(None), cost), else_=0.0)), 0.0).label(f"{name}_unknown_cost_usd"),
+    )
 
 
 def _sqlite_pragmas(connection: Any, record: Any) -> None:
