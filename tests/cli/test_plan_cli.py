@@ -32,7 +32,8 @@ def test_plan_summary_and_json() -> None:
     assert "Plan fleet-plan" in out and "Binding:" in out and "HiGHS" in out
     code, out = run("plan", str(ROOT / "examples" / "enterprise-chat-70b.yaml"), "--json")
     data = json.loads(out)
-    assert {"fleet", "workloads", "explanation", "solver", "usd_per_hour", "carbon_kg_per_hour"} <= set(data)
+    assert {"deployments", "workloads", "explanation", "solver", "usd_per_hour", "carbon_kg_per_hour"} <= set(data)
+    assert data["plan_schema_version"] == 2
 
 
 def test_pareto_plot(tmp_path: Path) -> None:

@@ -56,10 +56,15 @@ def spec(backend_id: str, url: str, *, usd_per_hour: float = 2.0, tokens_per_s: 
     )  # fmt: skip
 
 
+def scored(slo: dict[str, float] | None = None, **weights: float) -> dict[str, Any]:
+    """A routing configuration that picks the best weighted sum of these scorers (ties to the lowest id)."""
+    return {"picker": "best", "combine": "sum", "scorers": weights, **({"slo": slo} if slo else {})}
+
+
 @contextmanager
 def gateway(specs: list[BackendSpec], **config: Any) -> Iterator[Server]:
-    policy = config.pop("policy", {})
-    cfg = GatewayConfig.model_validate({"models": {MODEL: {"policy": policy}}, **config})
+    routing = config.pop("routing", {})
+    cfg = GatewayConfig.model_validate({"models": {MODEL: {"routing": routing}}, **config})
     server = Server(create_app(cfg, {MODEL: specs}, seed=1)).start()
     try:
         yield server

@@ -12,7 +12,7 @@ from flopex.economics import load_energy_table
 from flopex.errors import GatewayError
 from flopex.gateway import load_gateway_config, resolve_backends
 from flopex.perf import load_efficiency
-from flopex.plan import load_plan, make_plan
+from flopex.plan import load_plan, make_plan, plan_document
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = load_catalog()
@@ -30,19 +30,30 @@ def test_the_example_resolves_prices_power_and_jurisdictions_from_the_catalog() 
     assert "EU" in specs["h100"].jurisdictions and specs["h100"].grid_gco2e_per_kwh is not None
 
 
-def test_a_plan_json_loads_as_the_backend_set(tmp_path: Path) -> None:
+def test_a_plan_document_loads_as_the_backend_set(tmp_path: Path) -> None:
     spec, workloads = load_plan(ROOT / "examples" / "enterprise-chat-70b.yaml")
-    plan = make_plan(spec, workloads, CATALOG, EFF, ENERGY).to_json()
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
-    offers = {line["offer"] for line in plan["fleet"] if line["groups"]}
-    endpoints = "".join(f"  {o}: http://127.0.0.1:9/v1\n" for o in offers)
+    doc = plan_document(make_plan(spec, workloads, CATALOG, EFF, ENERGY), CATALOG, EFF)
+    (tmp_path / "plan.json").write_text(json.dumps(doc.to_json()))
+    endpoints = "".join(f"  {d.id!r}: http://127.0.0.1:9/v1\n" for d in doc.deployments)
     (tmp_path / "gw.yaml").write_text(f"plan: plan.json\nendpoints:\n{endpoints}")
     config = load_gateway_config(tmp_path / "gw.yaml")
     backends = resolve_backends(config, CATALOG, EFF, ENERGY)
     assert set(backends) == {"llama-3.3-70b"}
-    assert {s.id for s in backends["llama-3.3-70b"]} == {line["candidate"] for line in plan["fleet"] if line["groups"]}
+    by_id = {s.id: s for s in backends["llama-3.3-70b"]}
+    assert set(by_id) == {d.id for d in doc.deployments}
+    workload = doc.workloads[0]
+    for d in doc.deployments:  # each backend carries its deployment's planned share of every bucket, and its cost
+        assert by_id[d.id].shares == tuple(b.shares.get(d.id, 0.0) for b in workload.buckets)
+        assert by_id[d.id].usd_per_hour == pytest.approx(d.usd_per_hour)
+    route = config.models["llama-3.3-70b"]
+    assert route.buckets == tuple(b.input_tokens for b in workload.buckets)
     (tmp_path / "gw.yaml").write_text("plan: plan.json\nendpoints: {}\n")
-    with pytest.raises(GatewayError, match="endpoints"):
+    with pytest.raises(GatewayError, match="has no entry in `endpoints:`"):
+        load_gateway_config(tmp_path / "gw.yaml")
+    old = {**doc.to_json(), "plan_schema_version": 1}
+    (tmp_path / "plan.json").write_text(json.dumps(old))
+    (tmp_path / "gw.yaml").write_text(f"plan: plan.json\nendpoints:\n{endpoints}")
+    with pytest.raises(GatewayError, match="version 1; this flopex reads version 2"):
         load_gateway_config(tmp_path / "gw.yaml")
 
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from flopex.gateway import EmulatorFaults
-from tests.gateway.conftest import MODEL, Server, emulator, gateway, spec
+from tests.gateway.conftest import MODEL, Server, emulator, gateway, scored, spec
 
 MESSAGES: Any = [{"role": "user", "content": "Say something."}]
 
@@ -78,11 +78,11 @@ def test_errors_have_openais_shape_and_status(client_for: Any) -> None:
 
 
 def test_failover_when_a_backend_dies_mid_run(client_for: Any) -> None:
-    by_load = {"load": 1.0, "cost": 0.0}
+    by_load = scored(load=1.0)
     with (
         emulator("H100-SXM") as a,
         emulator("H100-SXM") as b,
-        gateway([spec("a", a.url), spec("b", b.url)], policy=by_load) as gw,
+        gateway([spec("a", a.url), spec("b", b.url)], routing=by_load) as gw,
     ):
         client = client_for(gw)
         results: list[str] = []
@@ -99,11 +99,11 @@ def test_failover_when_a_backend_dies_mid_run(client_for: Any) -> None:
 
 
 def test_drain_stops_new_requests_and_lets_in_flight_ones_finish(client_for: Any) -> None:
-    by_cost = {"latency": 0.0, "load": 0.0}
+    by_cost = scored(cost=1.0)
     with (
         emulator("H100-SXM", time_scale=3.0) as a,
         emulator("H100-SXM") as b,
-        gateway([spec("a", a.url, usd_per_hour=1.0), spec("b", b.url, usd_per_hour=9.0)], policy=by_cost) as gw,
+        gateway([spec("a", a.url, usd_per_hour=1.0), spec("b", b.url, usd_per_hour=9.0)], routing=by_cost) as gw,
     ):
         client = client_for(gw)
         results: list[int] = []
@@ -131,7 +131,7 @@ def test_ejection_and_recovery(client_for: Any) -> None:
         bad = Server(None)  # nothing listens on its port yet
         specs = [spec("bad", bad.url, usd_per_hour=0.5), spec("good", good.url, usd_per_hour=5.0)]
         with gateway(specs, health={"interval_s": 0.2, "backoff_s": 0.3, "eject_after_failures": 2},
-                     policy={"latency": 0.0, "load": 0.0}) as gw:  # fmt: skip
+                     routing=scored(cost=1.0)) as gw:  # fmt: skip
             client = client_for(gw)
             first = [client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, max_tokens=2)
                      .headers["x-flopex-backend"] for _ in range(6)]  # fmt: skip
@@ -157,12 +157,12 @@ def test_cost_aware_routing_prefers_the_cheap_backend_until_the_slo_would_be_mis
     with emulator("H100-SXM") as fast, emulator("L4") as slow:
         cheap = spec("l4", slow.url, usd_per_hour=0.8, tokens_per_s=1000, ttft=0.4, tpot=0.06)
         dear = spec("h100", fast.url, usd_per_hour=3.0, tokens_per_s=3000, ttft=0.05, tpot=0.01)
-        with gateway([cheap, dear], policy={"cost": 1.0, "latency": 0.0, "load": 0.0}) as gw:
+        with gateway([cheap, dear], routing=scored(cost=1.0)) as gw:
             client = client_for(gw)
             chosen = {client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, max_tokens=2)
                       .headers["x-flopex-backend"] for _ in range(5)}  # fmt: skip
             assert chosen == {"l4"}  # cheaper per token ($0.8/h over 1,000 tokens/s against $3/h over 3,000)
-        with gateway([cheap, dear], policy={"cost": 1.0, "latency": 0.0, "load": 0.0, "slo": {"tpot_s": 0.03}}) as gw:
+        with gateway([cheap, dear], routing=scored(cost=1.0, slo={"tpot_s": 0.03})) as gw:
             client = client_for(gw)
             chosen = {client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, max_tokens=2)
                       .headers["x-flopex-backend"] for _ in range(5)}  # fmt: skip
@@ -172,7 +172,7 @@ def test_cost_aware_routing_prefers_the_cheap_backend_until_the_slo_would_be_mis
 def test_under_load_nothing_is_lost_but_streams_that_broke_after_the_first_byte(client_for: Any) -> None:
     dropping = EmulatorFaults(drop_rate=0.3)
     with emulator("H100-SXM", faults=dropping) as a, emulator("H100-SXM") as b, \
-            gateway([spec("a", a.url), spec("b", b.url)], policy={"load": 1.0, "cost": 0.0}) as gw:  # fmt: skip
+            gateway([spec("a", a.url), spec("b", b.url)], routing=scored(load=1.0)) as gw:  # fmt: skip
         client = client_for(gw)
 
         def one(i: int) -> str:

@@ -24,6 +24,7 @@ from flopex.plan import (
     make_plan,
     options_for,
     pareto,
+    plan_document,
 )
 from flopex.workloads import AgentWorkload, Workload
 
@@ -43,21 +44,21 @@ def _plan(name: str, **update: object):  # type: ignore[no-untyped-def]
 )
 def test_every_serving_example_has_a_feasible_plan(name: str) -> None:
     plan = _plan(name)
-    j = plan.to_json()
-    assert j["status"] in ("optimal", "time_limit") and j["plan_schema_version"] == 1
+    j = plan_document(plan, CATALOG, EFF).to_json()
+    assert j["status"] in ("optimal", "time_limit") and j["plan_schema_version"] == 2
     assert j["solver"]["gap"] <= 0.01 + 1e-9
-    assert j["usd_per_hour"] == pytest.approx(sum(line["usd_per_hour"] for line in j["fleet"]))
+    assert j["usd_per_hour"] == pytest.approx(sum(line["usd_per_hour"] for line in j["deployments"]))
     for w in j["workloads"]:
-        for bucket in w["routing"]:
+        for bucket in w["buckets"]:
             assert sum(bucket["shares"].values()) == pytest.approx(1.0)
-    for line in j["fleet"]:
+    for line in j["deployments"]:
         if line["utilisation"] is not None:
             assert line["utilisation"] <= plan.spec.utilisation + 1e-6  # the plan's utilisation target
 
 
 def test_the_fleet_plan_explains_its_binding_constraints() -> None:
     plan = _plan("fleet-plan.yaml")
-    j = plan.to_json()
+    j = plan_document(plan, CATALOG, EFF).to_json()
     groups = {b["constraint"] for b in j["explanation"]["binding"]}
     assert "domains" in groups  # two regions per workload cost more than one
     for b in j["explanation"]["binding"]:
@@ -71,7 +72,7 @@ def test_the_fleet_plan_explains_its_binding_constraints() -> None:
 
 def test_without_constraints_the_plan_never_costs_more_than_the_single_offer_baseline() -> None:
     plan = _plan("fleet-plan.yaml", min_failure_domains=1, spot=SpotPolicy())
-    j = plan.to_json()
+    j = plan_document(plan, CATALOG, EFF).to_json()
     assert j["usd_per_hour"] <= j["explanation"]["single_offer_usd_per_hour"] + 1e-6
 
 
@@ -85,7 +86,7 @@ def test_pareto_trades_cost_for_carbon() -> None:
 
 def test_an_infeasible_plan_says_which_relaxation_helps() -> None:
     plan = _plan("enterprise-chat-70b.yaml", carbon_cap_kg_per_hour=1e-6, min_failure_domains=2)
-    j = plan.to_json()
+    j = plan_document(plan, CATALOG, EFF).to_json()
     assert j["status"] == "infeasible"
     relaxed = {r["constraint"]: r["usd_per_hour"] for r in j["relaxations"]}
     assert relaxed["carbon"] is not None  # dropping the cap works; dropping the domains alone does not
@@ -174,12 +175,13 @@ def test_a_hosted_api_shared_by_two_workloads_is_priced_per_workload() -> None:
         skipped=[],
     )  # fmt: skip
     spec = PlanSpec(name="shared", workloads=["a", "b"])
-    j = make_plan(spec, workloads, CATALOG, EFF, ENERGY, explain=False, inputs=inputs).to_json()
-    by_workload = {line["workload"]: line["usd_per_hour"] for line in j["fleet"] if line["candidate"] == "api"}
+    plan = make_plan(spec, workloads, CATALOG, EFF, ENERGY, explain=False, inputs=inputs)
+    j = plan_document(plan, CATALOG, EFF).to_json()
+    by_workload = {line["workload"]: line["usd_per_hour"] for line in j["deployments"] if line["offer"] == "api"}
     # by hand: 2 req/s x 3600 s x $0.0001 = $0.72/h; 5 req/s x 3600 s x $0.002 = $36/h (cheaper than a $50 GPU)
     assert by_workload == {"a": pytest.approx(0.72), "b": pytest.approx(36.0)}
     assert j["usd_per_hour"] == pytest.approx(36.72)
-    assert sum(line["usd_per_hour"] for line in j["fleet"]) == pytest.approx(j["usd_per_hour"])
+    assert sum(line["usd_per_hour"] for line in j["deployments"]) == pytest.approx(j["usd_per_hour"])
     assert {w["name"]: w["usd_per_hour"] for w in j["workloads"]} == {
         "a": pytest.approx(0.72),
         "b": pytest.approx(36.0),
@@ -206,7 +208,7 @@ def _carbon_inputs() -> Inputs:
 def _explained(cap_kg_per_hour: float) -> dict[str, tuple[float | None, float | None, str]]:
     spec = PlanSpec(name="c", workloads=["a"], utilisation=1.0, carbon_cap_kg_per_hour=cap_kg_per_hour, mip_gap=0)
     plan = make_plan(spec, _two_workloads_of_one_model()[:1], CATALOG, EFF, ENERGY, inputs=_carbon_inputs())
-    j = plan.to_json()
+    j = plan_document(plan, CATALOG, EFF).to_json()
     lines = j["explanation"]["binding"] if j["status"] == "optimal" else j["relaxations"]
     out: dict[str, tuple[float | None, float | None, str]] = {"plan": (j["usd_per_hour"], None, j["status"])}
     for b in lines:

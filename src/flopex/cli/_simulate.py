@@ -28,8 +28,9 @@ from flopex.cli._svg import line_chart
 from flopex.cli._traces import read_trace, trace_paths
 from flopex.economics import load_energy_table
 from flopex.errors import FlopexError, SimError
+from flopex.gateway import GatewayConfig, load_gateway_config
 from flopex.perf import Efficiency
-from flopex.plan import Plan, PlanSpec, load_plan, make_plan
+from flopex.plan import Plan, PlanDocument, PlanSpec, load_plan, load_plan_document, make_plan, plan_document
 from flopex.routing import Policy
 from flopex.sim import (
     Fault,
@@ -37,7 +38,7 @@ from flopex.sim import (
     SimOptions,
     generate,
     hosted_shares,
-    replicas_from_plan,
+    replicas_from_document,
     report,
     requests_from_trace,
     simulate,
@@ -63,7 +64,18 @@ def _fault(text: str) -> Fault:
 
 
 def simulate_command(
-    file: Annotated[Path, typer.Argument(help="A plan YAML or one chat/completion workload YAML.")],
+    file: Annotated[Path | None, typer.Argument(help="A plan YAML or one chat/completion workload YAML.")] = None,
+    plan_file: Annotated[
+        Path | None, typer.Option("--plan", help="A plan document (`flopex plan --json`): simulate its fleet as is.")
+    ] = None,
+    routing: Annotated[
+        Path | None,
+        typer.Option(
+            "--routing",
+            help="A gateway YAML: route as `flopex serve --config` would (and, without FILE "
+            "or --plan, simulate the plan it names).",
+        ),
+    ] = None,
     trace: Annotated[
         list[str] | None, typer.Option("--trace", help="Trace CSV, or WORKLOAD=CSV for several workloads.")
     ] = None,
@@ -77,8 +89,12 @@ def simulate_command(
     duration: Annotated[float, typer.Option("--duration", min=1.0, help="Seconds of synthetic arrivals.")] = 600.0,
     burstiness: Annotated[
         float | None,
-        typer.Option("--burstiness", min=0.01, max=100.0, help="Squared coefficient of variation of gamma gaps "
-                     "(default: each workload's `traffic.burstiness`)."),
+        typer.Option(
+            "--burstiness",
+            min=0.01,
+            max=100.0,
+            help="Squared coefficient of variation of gamma gaps (default: each workload's `traffic.burstiness`).",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (runs are deterministic).")] = 0,
     policy: Annotated[str, typer.Option("--policy", help="plan (follow the plan's shares) or least-load.")] = "plan",
@@ -95,34 +111,51 @@ def simulate_command(
     """Replay traffic request by request, batch by batch, against the fleet `flopex plan` chooses."""
     kind = choose(arrivals, ARRIVALS, "--arrivals")
     chosen_policy = choose(policy, ("plan", "least-load"), "--policy")
+    if sum(x is not None for x in (file, plan_file)) != 1 and not (file is None and plan_file is None and routing):
+        fail("give one of FILE (a plan or workload YAML) and --plan PLAN.json, or --routing with a gateway YAML that "
+             "names a plan.")  # fmt: skip
     eff = efficiency_for(calibration)
     cat = catalog_for(catalog, quiet=True)
     try:
-        spec, workloads = load_plan(file)
-        chats = [w for w in workloads if isinstance(w, ChatWorkload)]
-        if len(chats) != len(workloads):
-            raise SimError("the simulator replays token traffic; every workload must be chat or completion.")
-        traces = trace_paths(trace, chats, file)
-        plan = _plan(spec, [_scaled(w, plan_scale) for w in chats], (cat, eff), traces if plan_scale == 1 else {},
-                     verify)  # fmt: skip
-        if not plan.solution.feasible:
-            raise SimError(f"the plan is infeasible ({plan.solution.message}); run `flopex plan {file}` to see why.")
-        replicas = replicas_from_plan(plan, cat, eff)
+        gateway = None if routing is None else load_gateway_config(routing)
+        if file is not None:
+            spec, workloads = load_plan(file)
+            chats = [w for w in workloads if isinstance(w, ChatWorkload)]
+            if len(chats) != len(workloads):
+                raise SimError("the simulator replays token traffic; every workload must be chat or completion.")
+            traces = trace_paths(trace, chats, file)
+            scaled = [_scaled(w, plan_scale) for w in chats]
+            plan = _plan(spec, scaled, (cat, eff), traces if plan_scale == 1 else {}, verify)
+            if not plan.solution.feasible:
+                raise SimError(
+                    f"the plan is infeasible ({plan.solution.message}); run `flopex plan {file}` to see why."
+                )
+            doc = plan_document(plan, cat, eff)
+        else:
+            path = plan_file or _gateway_plan(routing, gateway)
+            doc = load_plan_document(path)
+            if not doc.feasible:
+                raise SimError(f"{path}: the plan is {doc.status} ({doc.message}); there is no fleet to simulate.")
+            chats = [w for w in (x.workload() for x in doc.workloads) if isinstance(w, ChatWorkload)]
+            traces = trace_paths(trace, chats, path)
+        replicas = replicas_from_document(doc, cat, eff)
         requests = _requests(chats, kind, traces, rate_scale, duration, burstiness, random.Random(seed))
-        requests, to_hosted = split_hosted(requests, hosted_shares(plan), random.Random(seed + 1))
+        requests, to_hosted = split_hosted(requests, hosted_shares(doc), random.Random(seed + 1))
         options = SimOptions(
             seed=seed, policy=Policy.plan_weighted() if chosen_policy == "plan" else Policy.least_loaded(),
-            faults=tuple(_fault(f) for f in fail_at or []), spot_preemptions=not no_spot,
+            policies=_gateway_policies(gateway, doc), faults=tuple(_fault(f) for f in fail_at or []),
+            spot_preemptions=not no_spot,
         )  # fmt: skip
         with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} requests"),
                       TimeElapsedColumn(), console=err_console(), transient=True, disable=json) as bar:  # fmt: skip
             task = bar.add_task("sim", total=len(requests))
             result = simulate(requests, replicas, options, lambda done, total: bar.update(task, completed=done))
         slos = {w.name: w.slo for w in chats}
-        data = report(result, replicas, slos, plan.solution.usd_per_hour).data
+        data = report(result, replicas, slos, doc.usd_per_hour).data
     except FlopexError as exc:
         fail(str(exc))
-    data["plan_usd_per_hour"] = plan.solution.usd_per_hour
+    data["plan_usd_per_hour"] = doc.usd_per_hour
+    data["routing"] = "plan shares" if gateway is None else f"as `flopex serve --config {routing}`"
     data["sent_to_hosted_apis"] = len(to_hosted)
     data["slos"] = {k: v.model_dump(exclude_none=True) for k, v in slos.items()}
     if json:
@@ -131,6 +164,27 @@ def simulate_command(
         _summary(data)
     if plot is not None:
         _plots(plot, data, result.completed)
+
+
+def _gateway_plan(routing: Path | None, gateway: GatewayConfig | None) -> Path:
+    if routing is None or gateway is None or gateway.plan is None:
+        raise SimError(f"{routing}: the gateway configuration names no `plan:`. To fix: give the plan with --plan.")
+    return routing.parent / gateway.plan
+
+
+def _gateway_policies(gateway: GatewayConfig | None, doc: PlanDocument) -> dict[str, Policy]:
+    """Each workload's routing policy as the gateway builds it for the workload's model."""
+    if gateway is None:
+        return {}
+    routes = {model: route.routing.policy() for model, route in gateway.models.items()}
+    missing = [w.name for w in doc.workloads if w.model not in routes]
+    if missing:
+        raise SimError(
+            f"the gateway configuration routes no model of workload(s) {', '.join(missing)} "
+            f"({', '.join(doc.workload(m).model for m in missing)}). To fix: add the model under `models:`, "
+            "or name this plan under `plan:`."
+        )
+    return {w.name: routes[w.model] for w in doc.workloads}
 
 
 def _plan(

@@ -8,7 +8,6 @@ from flopex.gateway._config import (
     BackendSpec,
     GatewayConfig,
     ModelRoute,
-    PolicyConfig,
     load_gateway_config,
     resolve_backends,
 )
@@ -26,7 +25,6 @@ __all__ = [
     "EmulatorFaults",
     "GatewayConfig",
     "ModelRoute",
-    "PolicyConfig",
     "Tenancy",
     "Pool",
     "create_app",

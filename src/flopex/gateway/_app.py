@@ -28,9 +28,9 @@ from flopex.gateway._backends import BackendState, Pool
 from flopex.gateway._config import BackendSpec, GatewayConfig
 from flopex.gateway._errors import error_response
 from flopex.gateway._labels import label_for
+from flopex.gateway._prompt import prompt_tokens
 from flopex.gateway._tenancy import Admission, Tenancy
 from flopex.gateway._tenant_api import tenant_routes
-from flopex.routing import RouteRequest
 
 __all__ = ["create_app", "error_response"]
 
@@ -78,7 +78,7 @@ class Gateway:
     ) -> None:
         self.config = config
         self.tenancy = tenancy
-        self.pools = {m: Pool.of(m, specs, config.models[m].policy) for m, specs in backends.items()}
+        self.pools = {m: Pool.of(m, specs, config.models[m]) for m, specs in backends.items()}
         self.in_flight = 0
         self.rng = random.Random(seed)
         self.metrics = _Metrics()
@@ -188,7 +188,7 @@ class Gateway:
         stream = bool(payload.get("stream"))
         options = payload.get("stream_options") or {}
         want_usage = stream and bool(isinstance(options, dict) and options.get("include_usage"))
-        route = RouteRequest(model, 0, len(body) // 4, self._prefix_key(pool, payload), jurisdiction)
+        route = pool.request(prompt_tokens(payload), self._prefix_key(pool, payload), jurisdiction)
         tried: set[str] = set(adm.excluded) if adm is not None else set()
         last_error: Response | None = None
         start = time.perf_counter()

@@ -8,24 +8,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flopex.gateway._config import BackendSpec, PolicyConfig
-from flopex.routing import (
-    Backend,
-    Policy,
-    RouteRequest,
-    cheapest,
-    fastest,
-    has_capacity,
-    healthy,
-    in_jurisdiction,
-    least_load,
-    not_draining,
-    pick_best,
-    pick_two,
-    prior,
-    serves,
-    within_slo,
-)
+from flopex.gateway._config import BackendSpec, ModelRoute
+from flopex.routing import Backend, Policy, RouteRequest, RoutingConfig
+from flopex.workloads import nearest_bucket
 
 __all__ = ["BackendState", "Pool"]
 
@@ -36,7 +21,7 @@ class BackendState:
     """Mutable state of one backend in this gateway process."""
 
     __slots__ = ("spec", "in_flight", "ttft", "tpot", "failures", "ejected_until", "backoff", "draining",
-                 "probing", "served", "errors")  # fmt: skip
+                 "probing", "served", "errors", "shares")  # fmt: skip
 
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
@@ -50,6 +35,7 @@ class BackendState:
         self.probing = False  # a half-open probe is in flight
         self.served = 0
         self.errors = 0
+        self.shares = {(spec.model, b): x for b, x in enumerate(spec.shares)}
 
     def available(self, now: float) -> bool:
         """Not ejected; once the backoff has passed, one probe request at a time (half-open)."""
@@ -68,10 +54,10 @@ class BackendState:
     def snapshot(self, now: float) -> Backend:
         s = self.spec
         return Backend(
-            id=s.id, group=s.model, workloads=frozenset({s.model}), healthy=self.available(now),
+            id=s.id, group=s.id, workloads=frozenset({s.model}), healthy=self.available(now),
             running=self.in_flight, capacity=float(s.max_concurrency), draining=self.draining,
             max_in_flight=s.max_concurrency, usd_per_token=self.usd_per_token(), ttft_s=self.ttft,
-            tpot_s=self.tpot, jurisdictions=s.jurisdictions, weight=s.weight,
+            tpot_s=self.tpot, jurisdictions=s.jurisdictions, weight=s.weight, shares=self.shares,
         )  # fmt: skip
 
     def observe(self, ttft: float | None, tpot: float | None) -> None:
@@ -100,44 +86,29 @@ class BackendState:
         return False
 
 
-def build_policy(cfg: PolicyConfig) -> Policy:
-    scorers = tuple(
-        (scorer, weight)
-        for scorer, weight in ((cheapest, cfg.cost), (fastest, cfg.latency), (least_load, cfg.load), (prior, cfg.prior))
-        if weight > 0
-    )
-    return Policy(
-        filters=(serves, healthy, not_draining, has_capacity, in_jurisdiction),
-        scorers=scorers or ((least_load, 1.0),),
-        picker=pick_two if cfg.picker == "p2c" else pick_best,
-        prefix_weight=cfg.prefix,
-    )
-
-
 @dataclass
 class Pool:
-    """The backends of one model and how to choose among them."""
+    """The backends of one model and how to choose among them (the routing configuration's policy)."""
 
     model: str
     states: list[BackendState]
-    config: PolicyConfig
+    config: RoutingConfig
     policy: Policy
+    buckets: tuple[int, ...]  # prompt length of each bucket the plan's shares are given for
 
     @staticmethod
-    def of(model: str, specs: Sequence[BackendSpec], cfg: PolicyConfig) -> Pool:
-        return Pool(model, [BackendState(s) for s in specs], cfg, build_policy(cfg))
+    def of(model: str, specs: Sequence[BackendSpec], route: ModelRoute) -> Pool:
+        return Pool(model, [BackendState(s) for s in specs], route.routing, route.routing.policy(), route.buckets)
+
+    def request(self, input_tokens: int, prefix_key: int, jurisdiction: str | None) -> RouteRequest:
+        """A request to route, bucketed by its prompt length as the plan's traffic was."""
+        bucket = nearest_bucket(self.buckets, input_tokens) if self.buckets else 0
+        return RouteRequest(self.model, bucket, input_tokens, prefix_key, jurisdiction)
 
     def choose(self, request: RouteRequest, exclude: set[str], rng: random.Random) -> BackendState | None:
         now = time.monotonic()
         snapshot = [s.snapshot(now) for s in self.states if s.spec.id not in exclude]
-        slo = RouteRequest(
-            request.workload, request.bucket, request.input_tokens, request.prefix_key, request.jurisdiction,
-            self.config.slo.ttft_s, self.config.slo.tpot_s,
-        )  # fmt: skip
-        within = [b for b in snapshot if within_slo(b, slo)]
-        # prefer backends expected to meet the SLO; when none is, the rest (degraded rather than refused)
-        chosen = self.policy.route(within, request, rng) if within else None
-        chosen = chosen or self.policy.route(snapshot, request, rng)
+        chosen = self.policy.route(snapshot, request, rng)
         if chosen is None:
             return None
         state = next(s for s in self.states if s.spec.id == chosen.id)

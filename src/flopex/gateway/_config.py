@@ -3,46 +3,28 @@ policy, limits, timeouts, retries and health checks. A plan JSON from `flopex pl
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
 
 from flopex.catalog import Catalog, Precision
 from flopex.economics import EnergyTable, power_w
-from flopex.errors import GatewayError, did_you_mean, first_validation_error
+from flopex.errors import FlopexError, GatewayError, did_you_mean, first_validation_error
 from flopex.models import resolve_model
 from flopex.perf import Efficiency, LLMQuery, Scenario, predict_llm
+from flopex.plan import Deployment, WorkloadPlan, load_plan_document
+from flopex.routing import RoutingConfig
 
-__all__ = ["BackendSpec", "GatewayConfig", "ModelRoute", "PolicyConfig", "load_gateway_config", "resolve_backends"]
+__all__ = ["BackendSpec", "GatewayConfig", "ModelRoute", "load_gateway_config", "resolve_backends"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SloConfig(_Strict):
-    ttft_s: PositiveFloat | None = None
-    tpot_s: PositiveFloat | None = None
-
-
-class PolicyConfig(_Strict):
-    """Scorer weights and the picker. Filters always apply: model, health, draining, capacity, jurisdiction,
-    and the SLO (falling back to every healthy backend when none is expected to meet it)."""
-
-    picker: Literal["best", "p2c"] = "best"
-    cost: NonNegativeFloat = 1.0
-    latency: NonNegativeFloat = 0.5
-    load: NonNegativeFloat = 1.0
-    prior: NonNegativeFloat = 0.0
-    prefix: NonNegativeFloat = 0.0
-    prefix_chars: PositiveInt = 256
-    slo: SloConfig = SloConfig()
 
 
 class BackendConfig(_Strict):
@@ -62,11 +44,35 @@ class BackendConfig(_Strict):
     usd_per_mtok_input: NonNegativeFloat | None = None
     usd_per_mtok_output: NonNegativeFloat | None = None
     jurisdictions: tuple[str, ...] = ()
+    instances: PositiveInt = Field(1, description="instances of `offer` behind this endpoint (price and power scale)")
+    hosted: str | None = Field(None, description="catalog hosted API id: its per-token prices come from the catalog")
+    shares: tuple[NonNegativeFloat, ...] | None = Field(
+        None, description="share of each bucket's traffic (from a plan); default: in proportion to `weight`"
+    )
+
+
+class Lengths(_Strict):
+    """A typical request, for the performance model's operating point of each backend."""
+
+    input_tokens: PositiveInt = 1000
+    output_tokens: PositiveInt = 200
 
 
 class ModelRoute(_Strict):
-    policy: PolicyConfig = PolicyConfig()
+    routing: RoutingConfig = RoutingConfig()
     backends: list[BackendConfig] = Field(default_factory=list)
+    buckets: tuple[PositiveInt, ...] = Field(
+        (),
+        description="prompt length (tokens) of each bucket the plan's shares are given for; a request goes to "
+        "the nearest",
+    )
+    lengths: Lengths = Lengths()
+
+
+class Endpoint(_Strict):
+    base_url: str = Field(min_length=1)
+    api_key_env: str | None = None
+    upstream_model: str | None = None
 
 
 class Timeouts(_Strict):
@@ -109,8 +115,12 @@ class Tenants(_Strict):
 class GatewayConfig(_Strict):
     models: dict[str, ModelRoute] = Field(default_factory=dict)
     tenants: Tenants | None = None
-    plan: str | None = Field(None, description="a plan JSON from `flopex plan --json`; its fleet becomes backends")
-    endpoints: dict[str, str] = Field(default_factory=dict, description="plan offer id -> base URL")
+    plan: str | None = Field(
+        None, description="a plan document from `flopex plan --json`; its deployments become backends"
+    )
+    endpoints: dict[str, str | Endpoint] = Field(
+        default_factory=dict, description="plan deployment id (or offer id) -> base URL, or {base_url, api_key_env}"
+    )
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()
     max_retries: int = Field(2, ge=0, le=10)
@@ -142,6 +152,7 @@ class BackendSpec:
     basis: str  # how cost, energy and carbon are derived
     ttft_s: float = 0.2  # predicted at its operating point (a prior for the moving averages)
     tpot_s: float = 0.03
+    shares: tuple[float, ...] = (1.0,)  # share of each bucket of its model's traffic
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -171,33 +182,61 @@ def load_gateway_config(path: Path) -> GatewayConfig:
     return config
 
 
-_FIELDS = set(GatewayConfig.model_fields) | set(BackendConfig.model_fields) | set(PolicyConfig.model_fields)
+_FIELDS = (
+    set(GatewayConfig.model_fields) | set(ModelRoute.model_fields) | set(BackendConfig.model_fields)
+    | set(RoutingConfig.model_fields)
+)  # fmt: skip
 
 
 def _with_plan(path: Path, config: GatewayConfig) -> GatewayConfig:
-    """Backends from a plan's fleet: one per deployment, its URL from `endpoints` (by offer id)."""
+    """Backends from a plan document: one per deployment, its URL from `endpoints` (by deployment id, or by offer
+    id), its shares of each bucket from the plan; the model's buckets are the workload's."""
     try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise GatewayError(f"{path}: not a plan JSON from `flopex plan --json` ({exc}).") from None
+        doc = load_plan_document(path)
+    except FlopexError as exc:
+        raise GatewayError(str(exc)) from None
+    if not doc.feasible:
+        raise GatewayError(f"{path}: the plan is {doc.status} ({doc.message}); there is no fleet to route to.")
     models: dict[str, ModelRoute] = dict(config.models)
-    for line in plan.get("fleet", []):
-        if line.get("config", "").startswith("hosted API"):
-            continue
-        offer = line["offer"]
-        if offer not in config.endpoints:
+    for w in doc.workloads:
+        if any(other.model == w.model and other.name != w.name for other in doc.workloads):
             raise GatewayError(
-                f"{path}: deployment {line['candidate']} runs on {offer}, which has no entry in `endpoints:`. "
-                f"To fix: add `endpoints: {{{offer}: http://host:port/v1}}`."
+                f"{path}: workloads {', '.join(o.name for o in doc.workloads if o.model == w.model)} all serve "
+                f"{w.model}; the gateway routes by model. To fix: plan them as one workload."
             )
-        model = line.get("model") or line["workload"]
-        route = models.get(model, ModelRoute())
-        backend = BackendConfig(
-            id=line["candidate"], base_url=config.endpoints[offer], offer=offer,
-            precision=line.get("precision", "fp8"), weight=float(line.get("groups", 1)),
-        )  # fmt: skip
-        models[model] = route.model_copy(update={"backends": [*route.backends, backend]})
+        backends = [_plan_backend(path, d, w, config.endpoints) for d in doc.deployments if d.workload == w.name]
+        route = models.get(w.model, ModelRoute())
+        mean_in = sum(b.rate * (b.input_tokens or 0) for b in w.buckets) / max(sum(b.rate for b in w.buckets), 1e-12)
+        mean_out = sum(b.rate * (b.output_tokens or 0) for b in w.buckets) / max(sum(b.rate for b in w.buckets), 1e-12)
+        models[w.model] = route.model_copy(update={
+            "backends": [*route.backends, *backends],
+            "buckets": tuple(b.input_tokens or 1 for b in w.buckets),
+            "lengths": Lengths(input_tokens=max(1, round(mean_in)), output_tokens=max(1, round(mean_out))),
+        })  # fmt: skip
     return config.model_copy(update={"models": models})
+
+
+def _plan_backend(path: Path, d: Deployment, w: WorkloadPlan, endpoints: Mapping[str, str | Endpoint]) -> BackendConfig:
+    given = endpoints.get(d.id, endpoints.get(d.offer))
+    if given is None:
+        what = "a hosted API" if d.kind == "hosted_api" else f"{d.groups} group(s) of {d.offer}"
+        raise GatewayError(
+            f"{path}: deployment {d.id} ({what}) has no entry in `endpoints:`. To fix: add "
+            f"`endpoints: {{{d.id!r}: http://host:port/v1}}` (or key it by the offer id, {d.offer!r})."
+        )
+    ep = given if isinstance(given, Endpoint) else Endpoint(base_url=given)
+    shares = tuple(b.shares.get(d.id, 0.0) for b in w.buckets)
+    common: dict[str, Any] = {
+        "id": d.id, "base_url": ep.base_url, "api_key_env": ep.api_key_env, "upstream_model": ep.upstream_model,
+        "shares": shares, "weight": sum(b.rate * x for b, x in zip(w.buckets, shares, strict=True)),
+    }  # fmt: skip
+    if d.kind == "hosted_api":
+        return BackendConfig(**common, hosted=d.offer)
+    slots = (d.max_sequences_per_replica or 256) * max(d.replicas, 1)
+    instances = d.groups * (d.instances_per_group or 1)
+    return BackendConfig(
+        **common, offer=d.offer, precision=d.precision or "fp8", max_concurrency=slots, instances=instances
+    )
 
 
 def resolve_backends(
@@ -210,7 +249,14 @@ def resolve_backends(
     for model, route in config.models.items():
         specs = []
         seen: set[str] = set()
+        buckets = max(1, len(route.buckets))
+        total = sum(b.weight for b in route.backends) or 1.0
         for b in route.backends:
+            if b.shares is not None and len(b.shares) != buckets:
+                raise GatewayError(
+                    f"model {model}, backend {b.id}: {len(b.shares)} shares for {buckets} bucket(s). To fix: give one "
+                    "share per entry of the model's `buckets`."
+                )
             if b.id in seen:
                 raise GatewayError(f"model {model}: two backends are called {b.id!r}; ids must be unique.")
             seen.add(b.id)
@@ -219,18 +265,29 @@ def resolve_backends(
                 key = env.get(b.api_key_env)
                 if key is None:
                     raise GatewayError(f"backend {b.id}: environment variable {b.api_key_env} is not set.")
-            specs.append(_spec(model, b, key, catalog, eff, energy))
+            shares = b.shares if b.shares is not None else (b.weight / total,) * buckets
+            specs.append(replace(_spec(model, route, b, key, catalog, eff, energy), shares=shares))
         out[model] = specs
     return out
 
 
 def _spec(
-    model: str, b: BackendConfig, key: str | None, catalog: Catalog, eff: Efficiency, energy: EnergyTable
-) -> BackendSpec:
+    model: str, route: ModelRoute, b: BackendConfig, key: str | None, catalog: Catalog, eff: Efficiency,
+    energy: EnergyTable,
+) -> BackendSpec:  # fmt: skip
     common: dict[str, Any] = {
         "id": b.id, "model": model, "upstream_model": b.upstream_model or model, "base_url": b.base_url.rstrip("/"),
         "api_key": key, "max_concurrency": b.max_concurrency, "weight": b.weight,
     }  # fmt: skip
+    if b.hosted is not None:
+        api = next((h for h in catalog.hosted if h.id == b.hosted), None)
+        if api is None:
+            near = did_you_mean(b.hosted, [h.id for h in catalog.hosted])
+            raise GatewayError(f"backend {b.id}: hosted API {b.hosted!r} is not in the catalog.{near}")
+        b = b.model_copy(update={
+            "usd_per_mtok_input": b.usd_per_mtok_input if b.usd_per_mtok_input is not None else api.input_usd_per_mtok,
+            "usd_per_mtok_output": api.output_usd_per_mtok if b.usd_per_mtok_output is None else b.usd_per_mtok_output,
+        })  # fmt: skip
     if b.usd_per_mtok_output is not None:
         return BackendSpec(
             **common, usd_per_hour=0.0, tokens_per_s=1.0, power_w=0.0, grid_gco2e_per_kwh=None, pue=1.0,
@@ -257,24 +314,27 @@ def _spec(
         raise GatewayError(f"backend {b.id}: offer {b.offer!r} is not in the catalog.{near}")
     acc = catalog.accelerators[offer.accelerator]
     region = catalog.regions.resolve(offer.provider, offer.region)
-    query = LLMQuery(
-        resolve_model(model), acc, offer.accelerator_count, b.precision, 1000, 200, Scenario("server", 0, 2.0, 0.2)
-    )
+    slo = route.routing.slo
+    scenario = Scenario("server", 0, slo.ttft_s or 2.0, slo.tpot_s or 0.2)
+    n_in, n_out = route.lengths.input_tokens, route.lengths.output_tokens
+    count = offer.accelerator_count * b.instances
+    query = LLMQuery(resolve_model(model), acc, count, b.precision, n_in, n_out, scenario)
     p = predict_llm(query, eff)
     activity = max(p.compute_utilization, p.memory_utilization)
     chip, host = power_w(acc, activity, energy) if acc.tdp_w is not None else (0.0, 0.0)
     grid = b.grid_gco2e_per_kwh if b.grid_gco2e_per_kwh is not None else catalog.regions.grid(region).gco2e_per_kwh
     return BackendSpec(
         **common,
-        usd_per_hour=b.usd_per_hour if b.usd_per_hour is not None else offer.price_usd_per_hour,
+        usd_per_hour=b.usd_per_hour if b.usd_per_hour is not None else offer.price_usd_per_hour * b.instances,
         tokens_per_s=b.tokens_per_s or p.output_tokens_per_s,
-        power_w=b.power_w if b.power_w is not None else (chip + host) * offer.accelerator_count * region.pue,
+        power_w=b.power_w if b.power_w is not None else (chip + host) * count * region.pue,
         grid_gco2e_per_kwh=grid,
         pue=region.pue, usd_per_mtok_input=None, usd_per_mtok_output=None,
         jurisdictions=frozenset(j.upper() for j in (b.jurisdictions or catalog.regions.jurisdictions(region))),
-        hardware=f"{offer.accelerator_count} x {acc.id} ({offer.instance_type})",
+        hardware=f"{count} x {acc.id} ({b.instances} x {offer.instance_type})",
         region=f"{offer.provider}/{offer.region}",
-        basis=f"{offer.market} ${offer.price_usd_per_hour:g}/h over {p.output_tokens_per_s:,.0f} output tokens/s "
-        "(flopex performance model at the server SLOs)",
+        basis=f"{offer.market} {b.instances} x ${offer.price_usd_per_hour:g}/h over "
+        f"{p.output_tokens_per_s:,.0f} output tokens/s "
+        f"(flopex performance model, {n_in:,}/{n_out:,}-token requests at the server SLOs)",
         ttft_s=p.point.ttft_s, tpot_s=p.point.tpot_s,
     )  # fmt: skip

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from flopex.gateway._prompt import prompt_tokens
 from flopex.perf import Batch, EngineState, Replica, Seq
 
 __all__ = ["EmulatorFaults", "create_emulator"]
@@ -154,7 +155,6 @@ def _error(status: int, message: str, code: str, kind: str = "api_error") -> JSO
 def _lengths(payload: dict[str, Any], chat: bool) -> tuple[int, int] | str:
     """(prompt tokens, answer tokens) of a request, or what is wrong with it. A prompt counts four characters
     of its JSON a token; the answer is `max_tokens` long (16 when not given)."""
-    text = json.dumps(payload.get("messages")) if chat else str(payload.get("prompt", ""))
     asked = payload.get("max_tokens", payload.get("max_completion_tokens"))
     try:
         answer = 16 if asked is None else int(asked)
@@ -162,7 +162,8 @@ def _lengths(payload: dict[str, Any], chat: bool) -> tuple[int, int] | str:
         return "max_tokens must be a positive integer"
     if answer < 1:
         return "max_tokens must be a positive integer"
-    return max(1, len(text) // 4), answer
+    prompt = {"messages": payload.get("messages")} if chat else {"prompt": payload.get("prompt", "")}
+    return prompt_tokens(prompt), answer
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 from flopex.plan._build import Inputs, build_inputs
+from flopex.plan._document import (
+    PLAN_DOCUMENT_VERSION,
+    Deployment,
+    DeploymentKind,
+    Layout,
+    PlanDocument,
+    WorkloadPlan,
+    load_plan_document,
+    plan_document,
+    plan_document_schema,
+    replica_of,
+)
 from flopex.plan._melange import MelangeInput, melange_result, read_melange, solve_melange
 from flopex.plan._milp import solve
 from flopex.plan._model import (
@@ -16,7 +28,6 @@ from flopex.plan._model import (
     effective_utilisation,
 )
 from flopex.plan._plan import (
-    PLAN_SCHEMA_VERSION,
     Binding,
     ParetoPoint,
     Plan,
@@ -29,8 +40,17 @@ from flopex.plan._prune import prune
 from flopex.plan._spec import PlanSpec, Profile, SpotPolicy, load_plan
 
 __all__ = [
+    "PLAN_DOCUMENT_VERSION",
+    "Deployment",
+    "DeploymentKind",
+    "Layout",
+    "PlanDocument",
+    "WorkloadPlan",
+    "load_plan_document",
+    "plan_document",
+    "plan_document_schema",
+    "replica_of",
     "CONSTRAINT_GROUPS",
-    "PLAN_SCHEMA_VERSION",
     "Binding",
     "Candidate",
     "Demand",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flopex.routing._config import FILTERS, PICKERS, SCORERS, RoutingConfig, SloPreference
 from flopex.routing._policy import (
     Backend,
     Policy,
@@ -25,6 +26,11 @@ from flopex.routing._policy import (
 )
 
 __all__ = [
+    "FILTERS",
+    "PICKERS",
+    "SCORERS",
+    "RoutingConfig",
+    "SloPreference",
     "Backend",
     "Policy",
     "RouteRequest",

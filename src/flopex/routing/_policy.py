@@ -13,7 +13,7 @@ import random
 import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from operator import attrgetter, itemgetter
 
@@ -211,6 +211,14 @@ def _draw(
     return chosen
 
 
+def _admit(backends: Sequence[Backend], request: RouteRequest, filters: Sequence[Filter]) -> Sequence[Backend]:
+    """The backends that pass every filter, in their order (one pass per filter: no per-backend closure)."""
+    alive = backends
+    for f in filters:
+        alive = [b for b in alive if f(b, request)]
+    return alive
+
+
 @dataclass(frozen=True)
 class Policy:
     """Filters (all must pass), scorers with weights (summed, or multiplied when `product`), a picker.
@@ -225,10 +233,24 @@ class Policy:
     product: bool = False
     prefix_weight: float = 0.0  # bonus for the backend a prompt prefix hashes to
     sample: int = 0  # score only this many backends, drawn by prior weight (0: all of them)
+    prefer: tuple[Filter, ...] = ()  # soft filters: kept to those that pass them, unless none does
+    slo: tuple[float | None, float | None] = (None, None)  # TTFT, TPOT for requests that bring none
 
     def route(self, backends: Sequence[Backend], request: RouteRequest, rng: random.Random) -> Backend | None:
-        """The chosen backend, or None when no backend passes the filters."""
-        alive, affine = self._candidates(backends, request, rng)
+        """The chosen backend, or None when no backend passes the filters. With `prefer`, the choice is among
+        the backends that also pass the preferences (e.g. expected to meet the SLO) when there are any, else
+        among all that pass the filters (degraded rather than refused)."""
+        if self.slo != (None, None) and request.ttft_slo_s is None and request.tpot_slo_s is None:
+            request = replace(request, ttft_slo_s=self.slo[0], tpot_slo_s=self.slo[1])
+        if self.prefer:
+            preferred = self._route(backends, request, rng, (*self.filters, *self.prefer))
+            return preferred or self._route(backends, request, rng, self.filters)
+        return self._route(backends, request, rng, self.filters)
+
+    def _route(
+        self, backends: Sequence[Backend], request: RouteRequest, rng: random.Random, filters: tuple[Filter, ...]
+    ) -> Backend | None:
+        alive, affine = self._candidates(backends, request, rng, filters)
         if not alive:
             return None
         scores = self._scores(alive, request)
@@ -237,13 +259,13 @@ class Policy:
         return self.picker(list(zip(alive, scores, strict=True)), rng)
 
     def _candidates(
-        self, backends: Sequence[Backend], request: RouteRequest, rng: random.Random
+        self, backends: Sequence[Backend], request: RouteRequest, rng: random.Random, filters: tuple[Filter, ...]
     ) -> tuple[Sequence[Backend], str | None]:
         """The backends to score, and the one the request's prompt prefix hashes to (None without affinity)."""
         k = self.sample
         if 0 < k < len(backends) and not self.prefix_weight:
-            return _draw(backends, k, rng, self.filters, request), None
-        alive = self._admit(backends, request)
+            return _draw(backends, k, rng, filters, request), None
+        alive = _admit(backends, request, filters)
         affine = prefix_affinity(alive, request) if self.prefix_weight else None
         if 0 < k < len(alive):  # affinity hashes over every backend that passes; its backend is always scored
             drawn = _draw(alive, k, rng, (), request)
@@ -251,13 +273,6 @@ class Policy:
                 drawn.extend(b for b in alive if b.id == affine)
             return drawn, affine
         return alive, affine
-
-    def _admit(self, backends: Sequence[Backend], request: RouteRequest) -> Sequence[Backend]:
-        """The backends that pass every filter, in their order (one pass per filter: no per-backend closure)."""
-        alive = backends
-        for f in self.filters:
-            alive = [b for b in alive if f(b, request)]
-        return alive
 
     def _scores(self, alive: Sequence[Backend], request: RouteRequest) -> list[float]:
         """Each backend's score, computed scorer by scorer; the arithmetic (and so every result) is the

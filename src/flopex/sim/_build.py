@@ -1,20 +1,34 @@
-"""From a plan to simulated replicas: each deployment's groups, each group's model replicas, with the plan's
-routing shares, spot exposure and power."""
+"""From a plan document to simulated replicas: each deployment's groups, each group's model replicas, with the
+plan's routing shares, spot exposure and power; and the part of the traffic the plan sends to hosted APIs."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
 from flopex.catalog import Catalog
-from flopex.economics import chat_fit
 from flopex.errors import SimError
-from flopex.perf import Efficiency, Replica, replica_for
-from flopex.plan import Plan
+from flopex.perf import Efficiency, Replica
+from flopex.plan import Deployment, Plan, PlanDocument, plan_document, replica_of
 from flopex.sim._engine import Request, SimReplica
 from flopex.workloads import ChatWorkload
 
-__all__ = ["group_replica", "hosted_shares", "replicas_from_plan", "split_hosted"]
+__all__ = ["deployment_replica", "group_replica", "hosted_shares", "replicas_from_document", "replicas_from_plan",
+           "split_hosted"]  # fmt: skip
+
+
+def deployment_replica(doc: PlanDocument, d: Deployment, catalog: Catalog, eff: Efficiency) -> tuple[Replica, int]:
+    """The model replica one group of a deployment runs, and how many of them a group holds."""
+    w = doc.workload(d.workload).workload()
+    if not isinstance(w, ChatWorkload):
+        raise SimError(
+            f"workload {w.name} is {w.kind}; the simulator replays token traffic (chat and completion workloads)."
+        )
+    offer = catalog.offer(d.offer)
+    if offer is None or d.accelerator is None or d.precision is None:
+        raise SimError(f"offer {d.offer} is not in the catalog the plan was made with.")
+    return replica_of(w, d.accelerator, offer.accelerator_count, d.instances_per_group or 1, d.precision, catalog, eff)
 
 
 def group_replica(plan: Plan, cid: str, catalog: Catalog, eff: Efficiency) -> tuple[Replica, int]:
@@ -28,41 +42,41 @@ def group_replica(plan: Plan, cid: str, catalog: Catalog, eff: Efficiency) -> tu
     offer = catalog.offer(c.offer)
     if offer is None:
         raise SimError(f"offer {c.offer} is not in the catalog the plan was made with.")
-    acc = catalog.accelerators[offer.accelerator]
-    precision = cid.split("|")[2]
-    fit = chat_fit(w, acc, offer.accelerator_count, c.instances, precision, eff)  # type: ignore[arg-type]
-    prediction = fit.predictions[0]
-    return replica_for(prediction, eff), prediction.layout.replicas
+    return replica_of(w, c.accelerator, offer.accelerator_count, c.instances, c.precision, catalog, eff)
 
 
 def replicas_from_plan(plan: Plan, catalog: Catalog, eff: Efficiency) -> list[SimReplica]:
     """One `SimReplica` per model replica the plan deploys (chat and completion workloads)."""
-    workloads = {w.name: w for w in plan.workloads}
-    cands = {c.id: c for c in plan.inputs.candidates}
+    return replicas_from_document(plan_document(plan, catalog, eff), catalog, eff)
+
+
+def replicas_from_document(doc: PlanDocument, catalog: Catalog, eff: Efficiency) -> list[SimReplica]:
+    """One `SimReplica` per model replica of the document's self-hosted deployments."""
     out: list[SimReplica] = []
-    for cid, groups in sorted(plan.solution.groups.items()):
-        c = cands[cid]
-        w = workloads[c.workload]
-        model, per_group = group_replica(plan, cid, catalog, eff)
-        assert isinstance(w, ChatWorkload)
-        n = groups * per_group
-        shares = {
-            (w.name, b): plan.solution.routing.get((w.name, b), {}).get(cid, 0.0) / n
-            for b in range(len(w.traffic.buckets()))
-        }
-        for g in range(groups):
+    hosted = sorted((d for d in doc.deployments if d.self_hosted), key=lambda d: d.id)
+    names = Counter(f"{d.workload}:{d.offer}" for d in hosted)
+    for d in hosted:
+        model, fitted = deployment_replica(doc, d, catalog, eff)
+        per_group = d.layout.replicas_per_group if d.layout is not None else fitted
+        name = f"{d.workload}:{d.offer}" if names[f"{d.workload}:{d.offer}"] == 1 else d.id
+        buckets = doc.workload(d.workload).buckets
+        n = d.groups * per_group
+        shares = {(d.workload, b): bucket.shares.get(d.id, 0.0) / n for b, bucket in enumerate(buckets)}
+        idle_w = (d.idle_kw_per_group or 0.0) * 1000 / per_group
+        busy_w = (d.busy_kw_per_group or 0.0) * 1000 / per_group
+        for g in range(d.groups):
             for r in range(per_group):
                 out.append(
                     SimReplica(
-                        id=f"{w.name}:{c.offer}#{g}" + (f".{r}" if per_group > 1 else ""),
-                        group=cid,
-                        workloads=frozenset({w.name}),
+                        id=f"{name}#{g}" + (f".{r}" if per_group > 1 else ""),
+                        group=d.id,
+                        workloads=frozenset({d.workload}),
                         model=model,
                         shares=shares,
-                        spot=c.spot,
-                        interruption_rate_per_hour=c.interruption_rate,
-                        busy_w=c.busy_kw * 1000 / per_group,
-                        idle_w=c.idle_kw * 1000 / per_group,
+                        spot=d.spot,
+                        interruption_rate_per_hour=d.interruption_rate_per_hour,
+                        busy_w=busy_w,
+                        idle_w=idle_w,
                     )
                 )
     if len({r.id for r in out}) != len(out):
@@ -72,11 +86,17 @@ def replicas_from_plan(plan: Plan, catalog: Catalog, eff: Efficiency) -> list[Si
     return out
 
 
-def hosted_shares(plan: Plan) -> dict[tuple[str, int], float]:
+def hosted_shares(plan: Plan | PlanDocument) -> dict[tuple[str, int], float]:
     """The share of each (workload, bucket) the plan sends to hosted APIs."""
-    hosted = {h.id for h in plan.inputs.hosted}
+    routing: Iterable[tuple[tuple[str, int], dict[str, float]]]
+    if isinstance(plan, Plan):
+        hosted = {h.id for h in plan.inputs.hosted}
+        routing = plan.solution.routing.items()
+    else:
+        hosted = {d.id for d in plan.deployments if not d.self_hosted}
+        routing = (((w.name, b), bucket.shares) for w in plan.workloads for b, bucket in enumerate(w.buckets))
     out: dict[tuple[str, int], float] = {}
-    for key, shares in plan.solution.routing.items():
+    for key, shares in routing:
         share = sum(v for k, v in shares.items() if k in hosted)
         if share > 0:
             out[key] = share

@@ -19,7 +19,7 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from flopex.perf import Batch, EngineState, Replica, Seq
@@ -66,6 +66,7 @@ class Fault:
 class SimOptions:
     seed: int = 0
     policy: Policy = field(default_factory=Policy.plan_weighted)
+    policies: Mapping[str, Policy] = field(default_factory=dict)  # per workload, in place of `policy`
     faults: tuple[Fault, ...] = ()
     spot_preemptions: bool = True
     recovery_s: float = 120.0  # time to replace a preempted spot replica
@@ -247,7 +248,8 @@ class _Sim:
         if self.stale:
             self._refresh()
         pool = self.pools.get(req.workload, [])
-        backend = self.options.policy.route(pool, RouteRequest(req.workload, req.bucket, req.input_tokens), self.rng)
+        policy = self.options.policies.get(req.workload, self.options.policy)
+        backend = policy.route(pool, RouteRequest(req.workload, req.bucket, req.input_tokens), self.rng)
         if backend is None:
             if pool:
                 self.parked.append(seq)  # every replica that serves it is down: wait at the router

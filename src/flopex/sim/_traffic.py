@@ -11,14 +11,14 @@ from datetime import datetime
 
 from flopex.errors import SimError
 from flopex.sim._engine import Request
-from flopex.workloads import LengthBucket
+from flopex.workloads import LengthBucket, nearest_bucket
 
 __all__ = ["bucket_of", "generate", "requests_from_trace"]
 
 
 def bucket_of(buckets: Sequence[LengthBucket], input_tokens: int) -> int:
     """The bucket whose prompt length is nearest (buckets are the plan's, sorted by input length)."""
-    return min(range(len(buckets)), key=lambda i: (abs(buckets[i].input_tokens - input_tokens), i))
+    return nearest_bucket([b.input_tokens for b in buckets], input_tokens)
 
 
 def requests_from_trace(

@@ -15,6 +15,7 @@ from flopex.workloads._spec import (
     VideoWorkload,
     Workload,
     WorkloadKind,
+    nearest_bucket,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "WorkloadKind",
     "load_workload",
     "load_workload_text",
+    "nearest_bucket",
     "read_trace",
     "workload_schema",
 ]

@@ -7,6 +7,7 @@ A workload is one YAML document whose `kind` picks its shape: `chat` and `comple
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -34,6 +35,7 @@ __all__ = [
     "VideoWorkload",
     "Workload",
     "WorkloadKind",
+    "nearest_bucket",
 ]
 
 WorkloadKind = Literal["chat", "completion", "video", "agent", "training"]
@@ -63,6 +65,12 @@ class LengthBucket(_Strict):
     input_tokens: PositiveInt
     output_tokens: PositiveInt
     weight: PositiveFloat
+
+
+def nearest_bucket(input_lengths: Sequence[int], input_tokens: int) -> int:
+    """The bucket a prompt of `input_tokens` belongs to: the one whose prompt length is nearest (ties to the
+    first). The planner's buckets, the simulator's requests and the gateway's routing all use this rule."""
+    return min(range(len(input_lengths)), key=lambda i: (abs(input_lengths[i] - input_tokens), i))
 
 
 class TokenTraffic(_Strict):
