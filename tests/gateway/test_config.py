@@ -76,3 +76,16 @@ def test_bad_configs_say_what_to_fix(tmp_path: Path, text: str, message: str) ->
     with pytest.raises(GatewayError, match=message):
         config = load_gateway_config(path)
         resolve_backends(config, CATALOG, EFF, ENERGY, env={})
+
+
+def test_a_plan_document_and_endpoints_alone_make_a_gateway(tmp_path: Path) -> None:
+    spec, workloads = load_plan(ROOT / "examples" / "enterprise-chat-70b.yaml")
+    doc = plan_document(make_plan(spec, workloads, CATALOG, EFF, ENERGY), CATALOG, EFF)
+    (tmp_path / "plan.json").write_text(json.dumps(doc.to_json()))
+    # by offer id: every deployment on that offer gets the URL (the form `flopex serve --endpoint OFFER=URL` takes)
+    endpoints = {d.offer: f"http://127.0.0.1:{9000 + i}/v1" for i, d in enumerate(doc.deployments)}
+    config = load_gateway_config(None, plan=tmp_path / "plan.json", endpoints=endpoints)
+    backends = resolve_backends(config, CATALOG, EFF, ENERGY)["llama-3.3-70b"]
+    assert {b.base_url for b in backends} == {url.rstrip("/") for url in endpoints.values()}
+    with pytest.raises(GatewayError, match="no entry in `endpoints:`"):
+        load_gateway_config(None, plan=tmp_path / "plan.json", endpoints={})

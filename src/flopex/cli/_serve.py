@@ -31,7 +31,14 @@ __all__ = ["emulate_command", "serve_command"]
 
 
 def serve_command(
-    config: Annotated[Path, typer.Option("--config", help="Gateway YAML (see examples/gateway.yaml).")],
+    config: Annotated[Path | None, typer.Option("--config", help="Gateway YAML (see examples/gateway.yaml).")] = None,
+    plan: Annotated[
+        Path | None, typer.Option("--plan", help="A plan document (`flopex plan --json`): its deployments as backends.")
+    ] = None,
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option("--endpoint", help="DEPLOYMENT_OR_OFFER=URL for a plan's deployment; repeatable."),
+    ] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes (one per core).")] = 1,
@@ -40,8 +47,16 @@ def serve_command(
 ) -> None:
     """The OpenAI-compatible gateway: routes, fails over and labels every answer with cost, energy and carbon."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config is None and plan is None:
+        fail("give --config GATEWAY.yaml, or --plan PLAN.json with an --endpoint DEPLOYMENT=URL per deployment.")
+    endpoints = {}
+    for item in endpoint or []:
+        key, sep, url = item.partition("=")
+        if not sep or not key or not url:
+            fail(f"--endpoint {item!r}: write DEPLOYMENT=URL, e.g. --endpoint 'chat|aws/...|fp8|x1=http://10.0.0.5:8000/v1'.")
+        endpoints[key] = url
     try:
-        cfg = load_gateway_config(config)
+        cfg = load_gateway_config(config, plan=plan, endpoints=endpoints)
         backends = resolve_backends(
             cfg, catalog_for(catalog, quiet=True), efficiency_for(calibration), load_energy_table()
         )

@@ -160,7 +160,25 @@ class BackendSpec:
         return self.usd_per_mtok_output is not None
 
 
-def load_gateway_config(path: Path) -> GatewayConfig:
+def load_gateway_config(
+    path: Path | None, *, plan: Path | None = None, endpoints: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """A gateway configuration from a YAML file, or from a plan document and its endpoints alone (`flopex serve
+    --plan PLAN.json --endpoint DEPLOYMENT=URL`), or both (the plan and endpoints given add to the file's)."""
+    config = GatewayConfig() if path is None else _read(path)
+    if endpoints:
+        config = config.model_copy(update={"endpoints": {**config.endpoints, **endpoints}})
+    where = path if path is not None else plan
+    if plan is not None:
+        config = _with_plan(plan, config.model_copy(update={"plan": str(plan.resolve())}))
+    elif config.plan is not None and path is not None:
+        config = _with_plan(path.parent / config.plan, config)
+    if not config.models:
+        raise GatewayError(f"{where}: no models. To fix: list `models:` with their backends, or give a `plan:`.")
+    return config
+
+
+def _read(path: Path) -> GatewayConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -170,16 +188,11 @@ def load_gateway_config(path: Path) -> GatewayConfig:
     except yaml.YAMLError as exc:
         raise GatewayError(f"{path}: not valid YAML ({exc}).") from None
     try:
-        config = GatewayConfig.model_validate(data)
+        return GatewayConfig.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         hint = did_you_mean(str(error["loc"][-1]), _FIELDS) if error["type"] == "extra_forbidden" else ""
         raise GatewayError(f"{path}: {first_validation_error(exc)}.{hint} To fix: see docs/gateway.md.") from None
-    if config.plan is not None:
-        config = _with_plan(path.parent / config.plan, config)
-    if not config.models:
-        raise GatewayError(f"{path}: no models. To fix: list `models:` with their backends, or give a `plan:`.")
-    return config
 
 
 _FIELDS = (
