@@ -45,11 +45,13 @@ def main() -> None:
         emulators[name] = BackgroundServer(
             create_emulator(MODEL, replica_for(predict_llm(q, eff), eff), time_scale=0.1)
         ).start()
+    best: dict[str, Any] = {"picker": "best", "combine": "sum"}
     policies: dict[str, dict[str, Any]] = {
-        "cost": {"cost": 1.0, "latency": 0.0, "load": 0.0},
-        "cost within a 120 ms TPOT SLO": {"cost": 1.0, "latency": 0.0, "load": 0.0, "slo": {"tpot_s": 0.12}},
-        "latency": {"cost": 0.0, "latency": 1.0, "load": 0.0},
-        "cost, 48 concurrent streams": {"cost": 1.0, "latency": 0.0, "load": 0.0},
+        "cost": {**best, "scorers": {"cost": 1.0}},
+        "cost within a 120 ms TPOT SLO": {**best, "scorers": {"cost": 1.0}, "slo": {"tpot_s": 0.12}},
+        "latency": {**best, "scorers": {"latency": 1.0}},
+        "cost, 48 concurrent streams": {**best, "scorers": {"cost": 1.0}},
+        "plan shares (the default), 48 concurrent streams": {},
     }
     table = Table(title="Gateway routing by policy (openai client -> flopex gateway -> emulated H100 and L4)")
     for col in ("policy", "requests", "to H100", "to L4", "mean $/request", "mean Wh/request", "mean gCO2e/request"):
@@ -67,7 +69,7 @@ def main() -> None:
                 }
                 for name, server in emulators.items()
             ]
-            config = GatewayConfig.model_validate({"models": {MODEL: {"policy": policy, "backends": backends}}})
+            config = GatewayConfig.model_validate({"models": {MODEL: {"routing": policy, "backends": backends}}})
             specs = resolve_backends(config, load_catalog(), eff, load_energy_table())
             gateway = BackgroundServer(create_app(config, specs, seed=1)).start()
             client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="demo", max_retries=0)

@@ -115,7 +115,7 @@ def _live(reqs: list[tuple[float, int, int]], accelerator: str, scale: float) ->
         for k, p in enumerate(ports)
     )
     config.write_text(
-        f"models:\n  {MODEL}:\n    policy: {{picker: best, cost: 0.0, latency: 0.0, load: 1.0}}\n    backends:\n"
+        f"models:\n  {MODEL}:\n    routing: {{picker: best, scorers: {{load: 1.0}}}}\n    backends:\n"
         f"{backends}\nmax_retries: 0\n",
         encoding="utf-8",
     )
