@@ -264,7 +264,8 @@ def _summary(d: dict[str, Any]) -> None:
         f"Cost ${d['cost_usd']:,.2f} (plan ${d['plan_usd_per_hour']:,.2f}/h), energy {d['energy_kwh']:,.2f} kWh. "
         f"KV preemptions {d['kv_preemptions']:,}; spot preemptions {len(d['spot_preemptions'])} "
         f"({sum(p['requests_rerouted'] for p in d['spot_preemptions']):,} requests re-routed); "
-        f"dropped {d['dropped']:,}; routed by {d['routing']}; sent to hosted APIs as planned {d['sent_to_hosted_apis']:,} (not simulated). "
+        f"dropped {d['dropped']:,}; routed by {d['routing']}; "
+        f"sent to hosted APIs as planned {d['sent_to_hosted_apis']:,} (not simulated). "
         f"Little's law: {little['mean_in_system']:,.2f} in system against {little['throughput_x_mean_e2e']:,.2f}."
     )
 
