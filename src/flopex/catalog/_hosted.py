@@ -6,7 +6,7 @@ from datetime import date
 from typing import Any
 
 import genai_prices
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from flopex.catalog._issues import ValidationIssue
 
@@ -14,7 +14,8 @@ __all__ = ["HostedOffer", "HostedSpec", "price_hosted"]
 
 
 class HostedSpec(BaseModel):
-    """A row of the hosted table: which provider model serves a flopex model, and its published speed."""
+    """A row of the hosted table: which provider model serves a flopex model, and its published speed and
+    first-token latency (each null where none is published; a figure comes with its source and date)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -25,6 +26,17 @@ class HostedSpec(BaseModel):
     output_tokens_per_s_per_user: PositiveFloat | None = None
     speed_source: str | None = None
     speed_as_of: date | None = None
+    ttft_s: PositiveFloat | None = Field(
+        None, description="published time to first token, seconds (the highest percentile the source gives)"
+    )
+    ttft_source: str | None = None
+    ttft_as_of: date | None = None
+
+    @model_validator(mode="after")
+    def _ttft_sourced(self) -> HostedSpec:
+        if self.ttft_s is not None and (not self.ttft_source or self.ttft_as_of is None):
+            raise ValueError("ttft_s needs ttft_source and ttft_as_of (where and when it was published)")
+        return self
 
 
 class HostedOffer(BaseModel):
@@ -42,6 +54,9 @@ class HostedOffer(BaseModel):
     price_source: str
     speed_source: str | None
     speed_as_of: date | None
+    ttft_s: float | None = None  # published time to first token; None where none is published
+    ttft_source: str | None = None
+    ttft_as_of: date | None = None
 
 
 def _per_million(usage: genai_prices.Usage, spec: HostedSpec) -> float:
@@ -73,6 +88,9 @@ def price_hosted(specs: list[tuple[HostedSpec, int]], file: str) -> tuple[list[H
                 price_source=f"{source}: {spec.price_provider}/{spec.price_model}",
                 speed_source=spec.speed_source,
                 speed_as_of=spec.speed_as_of,
+                ttft_s=spec.ttft_s,
+                ttft_source=spec.ttft_source,
+                ttft_as_of=spec.ttft_as_of,
             )
         )
     return offers, issues

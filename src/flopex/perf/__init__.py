@@ -25,7 +25,7 @@ from flopex.perf._efficiency import (
     load_efficiency,
     merge_efficiency,
 )
-from flopex.perf._hosted import HostedPrediction, predict_hosted
+from flopex.perf._hosted import HostedPrediction, hosted_slo, predict_hosted
 from flopex.perf._memory import (
     BYTES,
     Layout,
@@ -98,6 +98,7 @@ __all__ = [
     "FitResult",
     "HostedPrediction",
     "ProbeResult",
+    "hosted_slo",
     "predict_hosted",
     "compare",
     "default_parameters",

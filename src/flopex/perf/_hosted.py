@@ -1,7 +1,8 @@
 """Token-priced hosted systems (Groq, Cerebras, SambaNova, ...): modelled from published per-user speeds.
 
 Their weights live in on-chip SRAM across many chips, so the HBM roofline does not apply; what is public is
-the output speed one stream gets, which is what a caller of the API sees.
+the output speed one stream gets, which is what a caller of the API sees, and for some the time to first
+token. Where a provider publishes no time to first token it stays unknown (None), never 0.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 
 from flopex.catalog import HostedOffer
 from flopex.errors import PerfError
+from flopex.workloads import TokenSlo
 
-__all__ = ["HostedPrediction", "predict_hosted"]
+__all__ = ["HostedPrediction", "hosted_slo", "predict_hosted"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,11 @@ class HostedPrediction:
         return 1 / self.tokens_per_s_per_user
 
     @property
+    def ttft_s(self) -> float | None:
+        """The published time to first token; None where none is published."""
+        return self.offer.ttft_s
+
+    @property
     def cost_usd_per_request(self) -> float:
         o = self.offer
         return (self.input_tokens * o.input_usd_per_mtok + self.output_tokens * o.output_usd_per_mtok) / 1e6
@@ -45,10 +52,11 @@ class HostedPrediction:
             "output_tokens": self.output_tokens,
             "output_tokens_per_s_per_user": self.tokens_per_s_per_user,
             "tpot_s": self.tpot_s,
-            "ttft_s": None,
+            "ttft_s": self.ttft_s,
             "bound": "hosted",
             "usd_per_request": self.cost_usd_per_request,
             "speed_source": o.speed_source,
+            "ttft_source": o.ttft_source,
             "price_source": o.price_source,
         }
 
@@ -70,3 +78,44 @@ def predict_hosted(
             "output_tokens_per_s_per_user with its source to a hosted overlay, or pick a provider that publishes one."
         )
     return HostedPrediction(match, input_tokens, output_tokens)
+
+
+def hosted_slo(offer: HostedOffer, slo: TokenSlo, output_tokens: float) -> tuple[bool | None, str]:
+    """Whether a hosted API meets a token SLO on requests of `output_tokens`, from what its provider publishes,
+    and why: True, False, or None where a figure that a limit needs is not published. A first-token limit needs
+    a published time to first token, a per-token limit a published per-user speed, an end-to-end limit both;
+    what is not published is unknown, never taken as met. Published figures are medians or the source's p99
+    (hosted.yaml says which); the limits are p99."""
+    speed, ttft = offer.output_tokens_per_s_per_user, offer.ttft_s
+    if slo.e2e_p99_s is not None:
+        limit = f"{slo.e2e_p99_s:g} s"
+        if ttft is None or speed is None:
+            missing = " or ".join(n for n, v in (("time to first token", ttft), ("per-user speed", speed)) if v is None)
+            return None, f"publishes no {missing}, so the {limit} end-to-end SLO cannot be shown to hold"
+        e2e = ttft + max(output_tokens - 1, 0.0) / speed
+        ok = e2e <= slo.e2e_p99_s
+        at = f"at {output_tokens:,.0f} output tokens (published figures)"
+        return ok, f"end to end {e2e:,.2f} s {'within' if ok else '>'} {limit} {at}"
+    verdicts: list[tuple[bool | None, str]] = []
+    if slo.ttft_p99_s is not None:
+        limit = f"{slo.ttft_p99_s * 1e3:,.0f} ms"
+        if ttft is None:
+            verdicts.append(
+                (None, f"publishes no time to first token, so the {limit} TTFT SLO cannot be shown to hold")
+            )
+        else:
+            ok = ttft <= slo.ttft_p99_s
+            verdicts.append((ok, f"published TTFT {ttft * 1e3:,.0f} ms {'within' if ok else '>'} {limit}"))
+    if slo.tpot_p99_s is not None:
+        limit = f"{slo.tpot_p99_s * 1e3:,.1f} ms"
+        if speed is None:
+            verdicts.append((None, f"publishes no per-user speed, so the {limit} TPOT SLO cannot be shown to hold"))
+        else:
+            ok = 1 / speed <= slo.tpot_p99_s
+            text = f"TPOT {1e3 / speed:,.1f} ms at its published {speed:g} tokens/s {'within' if ok else '>'} {limit}"
+            verdicts.append((ok, text))
+    for wanted in (False, None):  # a limit known to be broken first, then one that cannot be checked
+        found = next((text for ok, text in verdicts if ok is wanted), None)
+        if found is not None:
+            return wanted, found
+    return True, "; ".join(text for _, text in verdicts) or "no latency SLO"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flopex.catalog import Accelerator, Catalog, Offer, Precision
+from flopex.catalog import Accelerator, Catalog, HostedOffer, Offer, Precision
 from flopex.economics import (
     GROUP_SIZES,
     EnergyTable,
@@ -16,11 +16,11 @@ from flopex.economics import (
     power_w,
     video_fit,
 )
-from flopex.errors import PlanError
+from flopex.errors import PlanError, did_you_mean
 from flopex.models import resolve_model
-from flopex.perf import Efficiency
+from flopex.perf import Efficiency, hosted_slo
 from flopex.plan._model import Candidate, Demand, Hosted
-from flopex.plan._spec import PlanSpec
+from flopex.plan._spec import HostedCarbon, PlanSpec
 from flopex.workloads import AgentWorkload, ChatWorkload, VideoWorkload, Workload
 
 __all__ = ["Inputs", "build_inputs"]
@@ -111,25 +111,58 @@ def _fitter(w: Workload, eff: Efficiency, spec: PlanSpec) -> Callable[[Accelerat
     return {"chat": chat, "completion": chat, "video": video, "agent": agent}[w.kind]
 
 
-def _hosted(w: ChatWorkload, catalog: Catalog) -> list[Hosted]:
-    """Hosted APIs of the model whose published per-user speed meets the TPOT SLO (TTFT is not published);
-    an API with no published speed cannot be shown to meet the SLO and is left out."""
+def _carbon_factor(h: HostedOffer, spec: PlanSpec) -> HostedCarbon | None:
+    """The plan's carbon factor for a hosted API: its own, else its provider's; None where the plan gives none."""
+    factors = {k.lower(): v for k, v in spec.hosted_carbon.items()}
+    return factors.get(h.id.lower()) or factors.get(h.provider.lower())
+
+
+def _hosted(w: ChatWorkload, catalog: Catalog, spec: PlanSpec) -> tuple[list[Hosted], list[str]]:
+    """Hosted APIs of the model, each for the buckets where what its provider publishes shows it meets the SLO
+    (`hosted_slo`: a figure that is not published is unknown, never met), with the plan's carbon factor where it
+    gives one; and one line per API left out (of some buckets or all), or kept out by a carbon cap or price for
+    want of a factor, saying why."""
     c = w.constraints
     if c.jurisdictions or c.regions or (c.markets and "on_demand" not in c.markets):
-        return []
+        return [], []
     model = resolve_model(w.model).id
-    out = []
+    buckets = w.traffic.buckets()
+    out, skipped = [], []
     for h in catalog.hosted:
         if h.model != model or (c.providers and h.provider not in {p.lower() for p in c.providers}):
             continue
-        speed = h.output_tokens_per_s_per_user
-        buckets = w.traffic.buckets()
-        if speed is None or any(1 / speed > w.slo.limits(b.output_tokens)[1] for b in buckets):
+        verdicts = [hosted_slo(h, w.slo, b.output_tokens) for b in buckets]
+        why = [None if met is True else text for met, text in verdicts]  # unknown is not met
+        if all(why):
+            skipped.append(f"{w.name} on hosted API {h.id}: left out: {why[0]}")
             continue
+        if any(why):
+            failed = ", ".join(f"{b.input_tokens}/{b.output_tokens}" for b, y in zip(buckets, why, strict=True) if y)
+            skipped.append(f"{w.name} on hosted API {h.id}: left out of buckets {failed}: {next(y for y in why if y)}")
         prices = tuple((b.input_tokens * h.input_usd_per_mtok + b.output_tokens * h.output_usd_per_mtok) / 1e6
                        for b in buckets)  # fmt: skip
-        out.append(Hosted(h.id, w.name, prices))
-    return out
+        factor = _carbon_factor(h, spec)
+        carbon = None if factor is None else tuple(factor.gco2e_per_1k_output_tokens * b.output_tokens / 1000
+                                                   for b in buckets)  # fmt: skip
+        if carbon is None and (spec.carbon_cap_kg_per_hour is not None or spec.carbon_price_usd_per_t > 0):
+            how = "capped" if spec.carbon_cap_kg_per_hour is not None else "priced"
+            skipped.append(
+                f"{w.name} on hosted API {h.id}: left out because carbon is {how} and its carbon is unknown (hosted "
+                f"APIs publish none). To fix: give it a factor under hosted_carbon in the plan file."
+            )
+        out.append(Hosted(h.id, w.name, prices, carbon, tuple(y is None for y in why)))
+    return out, skipped
+
+
+def _check_hosted_carbon(spec: PlanSpec, catalog: Catalog) -> None:
+    """Every key of `hosted_carbon` names a hosted API or a provider of one."""
+    known = sorted({h.id for h in catalog.hosted} | {h.provider for h in catalog.hosted})
+    for key in spec.hosted_carbon:
+        if key.lower() not in known:
+            raise PlanError(
+                f"hosted_carbon: {key!r} is neither a hosted API nor a provider of one.{did_you_mean(key, known)} "
+                "To fix: use an id from `flopex catalog hosted` (provider/model) or a provider."
+            )
 
 
 def build_inputs(
@@ -144,6 +177,7 @@ def build_inputs(
     outputs: dict[str, tuple[float, ...]] = {}
     capacity: dict[str, int] = {}
     skipped: list[str] = []
+    _check_hosted_carbon(spec, catalog)
     for w in workloads:
         demand, unit, out_tokens = _demand(w)
         demands.append(demand)
@@ -160,7 +194,9 @@ def build_inputs(
             if offer.capacity is not None:
                 capacity[offer.id] = offer.capacity
         if isinstance(w, ChatWorkload):
-            hosted += _hosted(w, catalog)
+            apis, left_out = _hosted(w, catalog, spec)
+            hosted += apis
+            skipped += left_out
     sunk_without_capacity = [c for c in candidates if c.usd_per_hour == 0 and c.offer not in capacity]
     if sunk_without_capacity:
         raise PlanError(

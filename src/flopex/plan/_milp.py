@@ -27,7 +27,7 @@ from flopex.plan._model import (
     Solution,
     default_time_limit,
     effective_utilisation,
-    excludes_unknown_energy,
+    hosted_usable,
     usable,
 )
 from flopex.plan._prune import prune
@@ -78,6 +78,8 @@ def _merge(parts: list[Solution], seconds: float, options: Options) -> Solution:
         size=(sum(p.size[0] for p in parts), sum(p.size[1] for p in parts), sum(p.size[2] for p in parts)),
         bound=bound,
         time_limit_s=options.time_limit_s if options.time_limit_s is not None else sum(p.time_limit_s for p in parts),
+        energy_unknown={k: v for p in parts for k, v in p.energy_unknown.items()},
+        carbon_unknown={k: v for p in parts for k, v in p.carbon_unknown.items()},
     )
 
 
@@ -164,7 +166,8 @@ def _slices(demands: list[Demand], options: Options) -> list[tuple[str, int, flo
 
 def _columns(m: _Model, by_workload: Mapping[str, Demand], options: Options) -> None:
     """y per candidate (idle carbon priced), x per (slice, candidate) with the carbon of the load it adds, x
-    per (slice, hosted API) at its price, and a binary per (workload, domain) where a minimum is asked."""
+    per (slice, hosted API) at its price (and the carbon of its requests, where the plan gives a factor), and
+    a binary per (workload, domain) where a minimum is asked."""
     price = options.carbon_price_usd_per_t / 1e6  # $ per g
     for c in m.cands:
         m.column(c.usd_per_hour + price * c.idle_kw * c.grid_g_per_kwh, integer=True)
@@ -180,10 +183,13 @@ def _columns(m: _Model, by_workload: Mapping[str, Demand], options: Options) -> 
             m.load_terms[i].append((col, share))
             m.carbon_terms.append((col, extra_g))
         for h, api in enumerate(m.hosted):
-            if api.workload == w:
-                col = m.column(api.usd_per_request[b] * rate * 3600, integer=options.whole)
+            if api.workload == w and api.serves_bucket(b):
+                carbon_g = 0.0 if api.gco2e_per_request is None else api.gco2e_per_request[b] * rate * 3600
+                col = m.column(api.usd_per_request[b] * rate * 3600 + price * carbon_g, integer=options.whole)
                 m.x_cols.append((s, -1 - h, col))
                 m.slice_cols[s].append((col, -1 - h))
+                if api.gco2e_per_request is not None:
+                    m.carbon_terms.append((col, carbon_g))
     m.carbon_terms += [(i, c.idle_kw * c.grid_g_per_kwh) for i, c in enumerate(m.cands)]
     if "domains" in options.disabled:
         return
@@ -282,8 +288,8 @@ def _solve(
     by_workload = {d.workload: d for d in demands}
     served = [c for c in candidates if c.workload in by_workload and any(t > 0 for t in c.capacity)]
     cands = prune([c for c in served if usable(c, options) and effective_utilisation(c, options) > 0], options, demands)
-    # a hosted API publishes no energy, so it cannot be shown to meet a carbon price or cap
-    m = _Model(cands, [] if excludes_unknown_energy(options) else (hosted or []), _slices(demands, options))
+    # a hosted API publishes no energy: it meets a carbon price or cap only with a carbon factor from the plan
+    m = _Model(cands, [h for h in hosted or [] if hosted_usable(h, options)], _slices(demands, options))
     _columns(m, by_workload, options)
     _capacity_rows(m, options)
     _limit_rows(m, options)
@@ -329,7 +335,7 @@ def _decode(
     groups = {c.id: round(float(x[i])) for i, c in enumerate(m.cands) if round(float(x[i])) > 0}
     routing: dict[tuple[str, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     load: dict[str, float] = defaultdict(float)
-    hosted_usd = 0.0
+    hosted_usd = hosted_g = 0.0
     for s, i, col in m.x_cols:
         share = float(x[col])
         if share <= 1e-9:
@@ -343,7 +349,9 @@ def _decode(
             api = m.hosted[-1 - i]
             routing[(w, b)][api.id] += share * rate / total
             hosted_usd += share * rate * 3600 * api.usd_per_request[b]
+            hosted_g += 0.0 if api.gco2e_per_request is None else share * rate * 3600 * api.gco2e_per_request[b]
     kw = {c.id: c.facility_kw(groups.get(c.id, 0), load.get(c.id, 0.0)) for c in m.cands}
+    energy_unknown, carbon_unknown = _unknown_shares(m, x)
     bound, gap = _bound_and_gap(result, float(result.fun))
     return Solution(
         status="optimal" if result.status == 0 else "time_limit",  # stopped with a plan, before proving it
@@ -357,8 +365,32 @@ def _decode(
         load=dict(load),
         hosted_usd_per_hour=hosted_usd,
         energy_kwh_per_hour=sum(kw.values()),
-        carbon_g_per_hour=sum(kw[c.id] * c.grid_g_per_kwh for c in m.cands),
+        carbon_g_per_hour=sum(kw[c.id] * c.grid_g_per_kwh for c in m.cands) + hosted_g,
         size=m.size,
         bound=bound,
         time_limit_s=limit,
+        energy_unknown=energy_unknown,
+        carbon_unknown=carbon_unknown,
+    )
+
+
+def _unknown_shares(m: _Model, x: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    """Per workload, the share of its served traffic routed where the energy is unknown (offers without
+    published power, hosted APIs) and where the carbon is (the same, less hosted APIs with a carbon factor)."""
+    served: dict[str, float] = defaultdict(float)
+    no_energy: dict[str, float] = defaultdict(float)
+    no_carbon: dict[str, float] = defaultdict(float)
+    for s, i, col in m.x_cols:
+        w, _, rate = m.slices[s]
+        amount = max(float(x[col]), 0.0) * rate
+        served[w] += amount
+        if i >= 0:
+            known_energy = known_carbon = m.cands[i].power_known
+        else:
+            known_energy, known_carbon = False, m.hosted[-1 - i].gco2e_per_request is not None
+        no_energy[w] += 0.0 if known_energy else amount
+        no_carbon[w] += 0.0 if known_carbon else amount
+    return (
+        {w: min(1.0, no_energy[w] / t) for w, t in served.items() if t > 0},
+        {w: min(1.0, no_carbon[w] / t) for w, t in served.items() if t > 0},
     )

@@ -19,12 +19,14 @@ __all__ = [
     "default_time_limit",
     "effective_utilisation",
     "excludes_unknown_energy",
+    "hosted_usable",
     "usable",
 ]
 
 #: Constraint groups that can be switched off to explain a plan (what each costs) or an infeasibility.
-#: "unknown_power" is the rule that leaves out offers without published power (and hosted APIs) where carbon is
-#: capped or a power budget covers their site; it lifts only together with the cap or budget that needs it.
+#: "unknown_power" is the rule that leaves out offers without published power (and hosted APIs without a carbon
+#: factor) where carbon is capped or a power budget covers their site; it lifts only together with the cap or
+#: budget that needs it.
 CONSTRAINT_GROUPS: tuple[str, ...] = (
     "capacity", "power", "carbon", "domains", "on_demand_floor", "zone_share", "unknown_power",
 )  # fmt: skip
@@ -69,11 +71,17 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Hosted:
-    """A token-priced API: any share of any bucket, at a price per request."""
+    """A token-priced API: any share of the buckets it serves, at a price per request. Its energy is never
+    published; its carbon is known only where the plan gives a factor for it (`hosted_carbon`)."""
 
     id: str
     workload: str
     usd_per_request: tuple[float, ...]  # per bucket
+    gco2e_per_request: tuple[float, ...] | None = None  # per bucket; None: unknown
+    serves: tuple[bool, ...] = ()  # per bucket, whether it can be shown to meet the SLO there; () = every bucket
+
+    def serves_bucket(self, bucket: int) -> bool:
+        return not self.serves or self.serves[bucket]
 
 
 @dataclass(frozen=True)
@@ -119,10 +127,30 @@ class Solution:
     size: tuple[int, int, int]  # integer variables, continuous variables, constraints
     bound: float | None = None  # HiGHS's dual bound: no plan's objective can be lower
     time_limit_s: float = 0.0  # the limit the solver ran under (all parts together)
+    # workload -> share of its served traffic (requests, videos or sessions) routed where the energy (carbon) is
+    # unknown: offers without published power, and hosted APIs (whose carbon is known only from a plan factor).
+    # energy_kwh_per_hour and carbon_g_per_hour count only what is known.
+    energy_unknown: dict[str, float] = field(default_factory=dict)
+    carbon_unknown: dict[str, float] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
         return self.status in ("optimal", "time_limit")
+
+    @property
+    def energy_unknown_share(self) -> float:
+        """The share of served traffic whose energy is unknown, averaged over the workloads: 0 where
+        `energy_kwh_per_hour` is complete, 1 where nothing of it is known (an all-hosted plan)."""
+        return _mean(self.energy_unknown)
+
+    @property
+    def carbon_unknown_share(self) -> float:
+        """As `energy_unknown_share`, for `carbon_g_per_hour`."""
+        return _mean(self.carbon_unknown)
+
+
+def _mean(shares: Mapping[str, float]) -> float:
+    return sum(shares.values()) / len(shares) if shares else 0.0
 
 
 def default_time_limit(size: tuple[int, int, int]) -> float:
@@ -145,12 +173,18 @@ def _lifted(options: Options, group: str) -> bool:
 
 
 def excludes_unknown_energy(options: Options) -> bool:
-    """Whether offers without energy figures (and hosted APIs) are left out for carbon's sake: a carbon price
-    always; a carbon cap unless both the cap and the exclusion are switched off. Switching off the cap alone
-    keeps them out, so that what the cap costs and what the exclusion costs are told apart."""
+    """Whether offers without energy figures (and hosted APIs without a carbon factor) are left out for carbon's
+    sake: a carbon price always; a carbon cap unless both the cap and the exclusion are switched off. Switching
+    off the cap alone keeps them out, so that what the cap costs and what the exclusion costs are told apart."""
     return options.carbon_price_usd_per_t > 0 or (
         options.carbon_cap_g_per_hour is not None and not _lifted(options, "carbon")
     )
+
+
+def hosted_usable(h: Hosted, options: Options) -> bool:
+    """A hosted API without a carbon factor cannot be shown to meet a carbon price or cap; with one, it enters
+    the carbon accounting like any offer."""
+    return h.gco2e_per_request is not None or not excludes_unknown_energy(options)
 
 
 def usable(c: Candidate, options: Options) -> bool:

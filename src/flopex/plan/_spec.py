@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
@@ -12,7 +12,7 @@ from flopex.catalog import Market, Precision
 from flopex.errors import PlanError, WorkloadError, did_you_mean
 from flopex.workloads import Workload, load_workload, load_workload_text
 
-__all__ = ["PlanSpec", "Profile", "SpotPolicy", "load_plan"]
+__all__ = ["HostedCarbon", "PlanSpec", "Profile", "SpotPolicy", "load_plan"]
 
 
 class SpotPolicy(BaseModel):
@@ -47,6 +47,18 @@ class Profile(BaseModel):
     source: str = Field(min_length=1)
 
 
+class HostedCarbon(BaseModel):
+    """A carbon factor for a hosted API, which publishes none: with it the API may serve a workload whose
+    carbon is capped or priced, and its requests count towards the plan's carbon."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gco2e_per_1k_output_tokens: NonNegativeFloat = Field(
+        description="operational gCO2e per 1,000 output tokens (the prompt's share included)"
+    )
+    source: str = Field(min_length=1, description="where the factor comes from (a provider report, an estimate)")
+
+
 class PlanSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -75,6 +87,11 @@ class PlanSpec(BaseModel):
     )
     mip_gap: float = Field(0.01, ge=0, lt=1)
     profiles: list[Profile] = Field(default_factory=list)
+    hosted_carbon: dict[str, HostedCarbon] = Field(
+        default_factory=dict,
+        description="hosted API id (provider/model, as `flopex catalog hosted` lists them) or provider to its carbon "
+        "factor; an API id wins over its provider. A hosted API without one stays out where carbon is capped or priced",
+    )
 
 
 def _workloads(path: Path, spec: PlanSpec) -> list[Workload]:
@@ -94,6 +111,25 @@ def _workloads(path: Path, spec: PlanSpec) -> list[Workload]:
     return out
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (itself, or the value type of a list or dict of them)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the model that holds the last element of a validation error's location, so that a
+    misspelt `spot.on_demand_flor` is matched against the spot policy's fields, not the plan's."""
+    model: type[BaseModel] = PlanSpec
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        inner = None if field is None else _model_in(field.annotation)
+        if inner is not None:
+            model = inner
+    return list(model.model_fields)
+
+
 def load_plan(path: Path) -> tuple[PlanSpec, list[Workload]]:
     """A plan file, or a single workload file planned with the default options."""
     try:
@@ -110,8 +146,10 @@ def load_plan(path: Path) -> tuple[PlanSpec, list[Workload]]:
     try:
         spec = PlanSpec.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        errors = exc.errors()
+        error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # a misspelling first
         field = ".".join(str(p) for p in error["loc"])
-        hint = did_you_mean(str(error["loc"][-1]), PlanSpec.model_fields) if error["type"] == "extra_forbidden" else ""
+        extra = error["type"] == "extra_forbidden"
+        hint = did_you_mean(str(error["loc"][-1]), _fields_at(error["loc"])) if extra else ""
         raise PlanError(f"{path}: {field}: {error['msg']}.{hint} To fix: see docs/planning.md.") from None
     return spec, _workloads(path, spec)
