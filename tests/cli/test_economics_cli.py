@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from flopex.catalog import load_catalog
 from tests.cli.test_cli import run
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -67,3 +68,20 @@ def test_a_bad_workload_is_rejected_with_its_line(tmp_path: Path) -> None:
     assert code == 2
     assert "bad.yaml:5: traffic.request_per_s: unknown field. Did you mean 'requests_per_s'" in out.replace("\n", "")
     assert "Traceback" not in out
+
+
+def test_a_label_carries_the_regions_grid_where_the_accelerators_power_is_unknown() -> None:
+    """The trial's finding: the video and training examples' best rows are TPUs, which publish no power, and
+    their labels said "grid unknown" although the region's grid is in the catalog."""
+    regions = load_catalog().regions
+    for name in ("video-service.yaml", "fine-tune-8b.yaml"):
+        code, out = run("label", str(EXAMPLES / name), "--format", "json")
+        assert code == 0, out
+        label = json.loads(out)
+        grid = regions.grid(regions.resolve(label["provider"], label["region"]))
+        assert label["grid_gco2e_per_kwh"] == grid.gco2e_per_kwh and label["ci_dataset"] == grid.dataset
+        assert label["ci_basis"] == "location"
+        if label["energy_wh_facility"] is None:  # power unknown: energy and carbon stay unknown, never 0
+            assert label["co2e_g_operational"] is None and label["grade"] == "-"
+        code, out = run("label", str(EXAMPLES / name), "--format", "svg")
+        assert code == 0 and "grid unknown" not in out

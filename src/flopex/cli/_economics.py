@@ -72,8 +72,20 @@ def _mean_in_per_out(w: Workload) -> float | None:
     return None
 
 
+def _label(row: QuoteRow, w: Workload) -> Label:
+    """The label of one unit of the row's output. Where the accelerator publishes no power (TPU, Trainium)
+    the footprint is unknown, and `label_for` takes the grid from the footprint only; the region's grid is
+    known all the same, so the label carries it from the row (energy and carbon stay unknown)."""
+    lab = label_for(row, load_energy_table(), _mean_in_per_out(w))
+    if lab.grid_gco2e_per_kwh is None and row.grid is not None:
+        grid = row.grid
+        lab = lab.model_copy(update={"grid_gco2e_per_kwh": grid.gco2e_per_kwh, "ci_dataset": grid.dataset,
+                                     "ci_year": grid.year, "ci_basis": row.grid_basis})  # fmt: skip
+    return lab
+
+
 def _row_json(row: QuoteRow, w: Workload) -> dict[str, Any]:
-    return {**row.to_json(), "label": label_for(row, load_energy_table(), _mean_in_per_out(w)).model_dump(mode="json")}
+    return {**row.to_json(), "label": _label(row, w).model_dump(mode="json")}
 
 
 _CSV_COLUMNS = (
@@ -200,7 +212,7 @@ def label(
             fail(
                 f"--offer {offer!r} is not among the offers that can serve {w.name}. To fix: see `flopex quote {file}`."
             )
-        lab = label_for(rows[0], load_energy_table(), _mean_in_per_out(w))
+        lab = _label(rows[0], w)
     text = {
         "json": lambda: lab.model_dump_json(indent=2),
         "text": lambda: render_text(lab),

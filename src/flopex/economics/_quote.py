@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
-from flopex.catalog import Accelerator, Catalog, Offer, Precision
+from flopex.catalog import Accelerator, Catalog, GridIntensity, HostedOffer, Offer, Precision
 from flopex.economics._energy import EnergyTable, Footprint, Unit, footprint
 from flopex.economics._shapes import GROUP_SIZES, offer_shapes
 from flopex.errors import DoesNotFitError
@@ -30,6 +30,7 @@ from flopex.perf import (
     TrainingQuery,
     VideoPrediction,
     VideoQuery,
+    hosted_slo,
     input_share,
     predict_agent,
     predict_llm,
@@ -88,8 +89,10 @@ class QuoteRow:
     load: float = 0.0
     usd_per_mtok_input: float | None = None
     usd_per_mtok_output: float | None = None
-    footprint: Footprint | None = None  # per energy unit
+    footprint: Footprint | None = None  # per energy unit; None where the accelerator's power is unknown
     power_kw: float | None = None  # facility, all instances
+    grid: GridIntensity | None = None  # the region's grid, known even where the power is not; None: hosted
+    grid_basis: Literal["location", "market"] | None = None
     violations: tuple[str, ...] = ()
     detail: dict[str, Any] = field(default_factory=dict)
     price_source: str = ""
@@ -144,6 +147,9 @@ class QuoteRow:
             "gco2e_per_unit": self.gco2e_per_unit,
             "power_kw": self.power_kw,
             "footprint": None if self.footprint is None else self.footprint.to_json(),
+            "grid_gco2e_per_kwh": None if self.grid is None else self.grid.gco2e_per_kwh,
+            "ci_dataset": None if self.grid is None else self.grid.dataset,
+            "ci_basis": self.grid_basis,
             "price_source": self.price_source,
             "price_as_of": self.price_as_of,
             "detail": self.detail,
@@ -216,7 +222,18 @@ def _kw(fp: Footprint | None, units_per_hour: float) -> float | None:
     return None if fp is None else fp.facility_wh * units_per_hour / 1000
 
 
-def _row(offer: Offer, unit: Unit, **kw: Any) -> QuoteRow:
+def _grid(ctx: _Ctx, offer: Offer) -> tuple[GridIntensity, Literal["location", "market"]]:
+    """The grid of the offer's region (its own intensity, its country's or the world's, as the catalog has it),
+    or the user's market-based factor; known whether or not the accelerator's power is."""
+    grid = ctx.catalog.regions.grid(ctx.catalog.regions.resolve(offer.provider, offer.region))
+    if ctx.market_gco2e_per_kwh is None:
+        return grid, "location"
+    return GridIntensity(ctx.market_gco2e_per_kwh, "user supplied (market-based)", None, grid.basis, ""), "market"
+
+
+def _row(ctx: _Ctx, offer: Offer, unit: Unit, **kw: Any) -> QuoteRow:
+    fp: Footprint | None = kw.get("footprint")
+    grid, basis = (fp.grid, fp.grid_basis) if fp is not None else _grid(ctx, offer)
     return QuoteRow(
         source="offer",
         offer_id=offer.id,
@@ -228,23 +245,27 @@ def _row(offer: Offer, unit: Unit, **kw: Any) -> QuoteRow:
         unit=unit,
         price_source=offer.source,
         price_as_of=str(offer.as_of),
+        grid=grid,
+        grid_basis=basis,
         **kw,
     )
 
 
-def _violations(w: Workload, fp: Footprint | None, power_kw: float | None) -> tuple[str, ...]:
+def _violations(
+    w: Workload, fp: Footprint | None, power_kw: float | None, unknown: str = "no TDP in the catalog"
+) -> tuple[str, ...]:
     """The constraints a row breaks; an unknown footprint breaks a carbon or power limit (it cannot be shown
-    to meet it)."""
+    to meet it), saying why it is unknown."""
     c, out = w.constraints, []
     carbon = c.max_gco2e_per_1k_output_tokens
     if carbon is not None and w.kind in ("chat", "completion"):
         if fp is None:
-            out.append("carbon unknown (no TDP in the catalog)")
+            out.append(f"carbon unknown ({unknown})")
         elif fp.operational_g > carbon:
             out.append(f"carbon {fp.operational_g:.3g} > {carbon:g} gCO2e per 1k output tokens")
     if c.max_power_kw is not None:
         if power_kw is None:
-            out.append("power unknown (no TDP in the catalog)")
+            out.append(f"power unknown ({unknown})")
         elif power_kw > c.max_power_kw:
             out.append(f"power {power_kw:,.1f} > {c.max_power_kw:g} kW")
     return tuple(out)
@@ -333,7 +354,7 @@ def _quote_chat(w: ChatWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteRow
         power = _kw(fp, out_per_h / 1000)
         p0 = fit.predictions[0]
         return _row(
-            offer, "1k_output_tokens", usd_per_hour=usd_h, usd_per_unit=usd_h / out_per_h * 1e6,
+            ctx, offer, "1k_output_tokens", usd_per_hour=usd_h, usd_per_unit=usd_h / out_per_h * 1e6,
             usd_per_mtok_input=fit.input_share * usd_h / (rate * mean_in * 3600) * 1e6,
             usd_per_mtok_output=(1 - fit.input_share) * usd_h / out_per_h * 1e6,
             slo_met=fit.met, why=fit.why, instances=groups * group, instances_per_group=group,
@@ -365,16 +386,7 @@ def _hosted_rows(w: ChatWorkload, ctx: _Ctx) -> list[QuoteRow]:
             continue  # a hosted API names no region to check against; it is pay-as-you-go (on demand)
         per_request = (mean_in * h.input_usd_per_mtok + mean_out * h.output_usd_per_mtok) / 1e6
         usd_h = per_request * rate * 3600
-        met: bool | None = None
-        why = "the provider publishes no per-user speed; TTFT is not published"
-        if h.output_tokens_per_s_per_user:
-            tpot = 1 / h.output_tokens_per_s_per_user
-            limit = w.slo.limits(mean_out)[1]
-            met = None if tpot <= limit else False
-            why = (
-                f"TPOT {tpot * 1e3:.1f} ms {'within' if tpot <= limit else 'over'} the {limit * 1e3:.0f} ms SLO; "
-                "TTFT is not published"
-            )
+        met, why = _hosted_met(w, h)
         rows.append(
             QuoteRow(
                 source="hosted",
@@ -392,12 +404,24 @@ def _hosted_rows(w: ChatWorkload, ctx: _Ctx) -> list[QuoteRow]:
                 slo_met=met,
                 why=why,
                 load=1.0,
-                violations=_violations(w, None, None),
+                violations=_violations(w, None, None, "hosted APIs publish none"),
                 price_source=h.price_source,
                 detail={"usd_per_request": per_request},
             )
         )
     return rows
+
+
+def _hosted_met(w: ChatWorkload, h: HostedOffer) -> tuple[bool | None, str]:
+    """Whether a hosted API meets the workload's SLO on every bucket, from what its provider publishes: False
+    where a bucket is known to miss it, None (unknown, never met) where a figure the SLO needs is not published,
+    with why; the planner applies the same rule (`hosted_slo`)."""
+    verdicts = [hosted_slo(h, w.slo, b.output_tokens) for b in w.traffic.buckets()]
+    for wanted in (False, None):
+        found = next((text for met, text in verdicts if met is wanted), None)
+        if found is not None:
+            return wanted, found
+    return True, verdicts[0][1]
 
 
 def _crossover(w: ChatWorkload, rows: Sequence[QuoteRow], hosted: Sequence[QuoteRow]) -> Crossover | None:
@@ -510,7 +534,7 @@ def _quote_video(w: VideoWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteR
         fp = _footprint(ctx, offer, groups * count / minutes_per_h, p.mfu * load)
         power = _kw(fp, minutes_per_h)
         return _row(
-            offer, "video_minute", usd_per_hour=usd_h, usd_per_unit=usd_h / minutes_per_h, slo_met=met,
+            ctx, offer, "video_minute", usd_per_hour=usd_h, usd_per_unit=usd_h / minutes_per_h, slo_met=met,
             why="SLO met" if met else f"{p.seconds_per_video:,.0f} s per video > {limit:g} s",
             instances=groups * group, instances_per_group=group, accelerators=groups * count, precision=precision,
             load=load, footprint=fp, power_kw=power, violations=_violations(w, fp, power),
@@ -539,7 +563,7 @@ def _quote_agent(w: AgentWorkload, ctx: _Ctx, skipped: list[str]) -> list[QuoteR
         power = _kw(fp, demand)
         met = serving.slo_met
         return _row(
-            offer, "agent_hour", usd_per_hour=usd_h, usd_per_unit=usd_h / demand, slo_met=met,
+            ctx, offer, "agent_hour", usd_per_hour=usd_h, usd_per_unit=usd_h / demand, slo_met=met,
             why="SLO met" if met else "the turn's TTFT/TPOT SLO cannot be met on this layout",
             instances=groups * group, instances_per_group=group, accelerators=groups * count, precision=precision,
             tensor_parallel=serving.layout.tensor_parallel, engine=serving.engine, load=load, footprint=fp,
@@ -577,7 +601,7 @@ def _quote_training(w: TrainingWorkload, ctx: _Ctx, skipped: list[str]) -> list[
         fp = _footprint(ctx, offer, run.accelerator_hours, ctx.energy.power.training_activity.value)
         power = _kw(fp, 1 / hours)
         return _row(
-            offer, "run", usd_per_hour=usd_h, usd_per_unit=usd_h * hours, slo_met=met,
+            ctx, offer, "run", usd_per_hour=usd_h, usd_per_unit=usd_h * hours, slo_met=met,
             why="SLO met" if met else f"{run.wall_days:,.1f} days > {deadline:g}-day deadline",
             instances=instances, instances_per_group=group, accelerators=instances * offer.accelerator_count,
             precision=precision, tensor_parallel=run.tensor_parallel, load=1.0, footprint=fp, power_kw=power,
