@@ -29,13 +29,13 @@ def test_a_label_renders_as_json_text_and_svg() -> None:
     w = _chat()
     row = next(r for r in quote(w, CATALOG, EFF, ENERGY).rows if r.footprint is not None)
     label = label_for(row, ENERGY, 1500 / 350)
-    assert label.label_schema_version == 1
+    assert label.label_schema_version == 2 and label.includes_idle
     assert label.cost_usd == pytest.approx(row.usd_per_unit / 1000)  # per 1k output tokens
-    assert label.tokens_in == pytest.approx(1000 * 1500 / 350)
+    assert label.prompt_tokens == pytest.approx(1000 * 1500 / 350) and label.completion_tokens == 1000
     assert label.grade == ENERGY.grades["1k_output_tokens"].grade(label.co2e_g_operational or 0)
     assert Label.model_validate_json(label.model_dump_json()) == label
     text = render_text(label)
-    assert text.startswith("flopex label v1 | per 1k output tokens | $") and f"grade {label.grade}" in text
+    assert text.startswith("flopex label v2 | per 1k output tokens | $") and f"grade {label.grade}" in text
     svg = ET.fromstring(render_svg(label))
     assert svg.tag.endswith("svg")
     texts = [t.text for t in svg.iter() if t.tag.endswith("text")]
@@ -48,7 +48,8 @@ def test_a_hosted_row_labels_its_energy_as_unknown() -> None:
     )
     hosted = next(r for r in quote(w, CATALOG, EFF, ENERGY).rows if r.source == "hosted")
     label = label_for(hosted, ENERGY)
-    assert label.grade == "-" and label.energy_wh_facility is None
+    assert label.grade == "-" and label.energy_wh_facility is None and label.co2e_g_operational is None
+    assert label.energy_unknown == label.co2e_unknown == "the provider publishes no energy"
     assert "unknown" in render_text(label)
     ET.fromstring(render_svg(label))
 
@@ -69,3 +70,25 @@ def test_the_price_sheet_adds_the_margin_and_orders_latency_classes() -> None:
     assert "| tier | context |" in sheet.to_markdown()
     with pytest.raises(EconomicsError, match="margin"):
         price_sheet(_chat(), CATALOG, EFF, ENERGY, -0.1)
+
+
+def test_version_1_labels_of_both_shapes_read_as_version_2() -> None:
+    w = _chat()
+    row = next(r for r in quote(w, CATALOG, EFF, ENERGY).rows if r.footprint is not None)
+    v2 = label_for(row, ENERGY, 1500 / 350)
+    v1 = v2.model_dump(mode="json", exclude={"prompt_tokens", "completion_tokens", "includes_idle", "energy_unknown",
+                                             "co2e_unknown", "share_basis", "backend", "held_s", "backend_s",
+                                             "tokens_counted_by"})  # fmt: skip
+    v1.update(label_schema_version=1, tokens_in=v2.prompt_tokens, tokens_out=v2.completion_tokens)
+    assert Label.model_validate(v1) == v2
+    gateway_v1 = {
+        "label_schema_version": 1, "backend": "h100", "hardware": "1 x H100-SXM (gpu)", "region": "nebius/eu",
+        "cost_usd": 1e-6, "energy_wh": 2e-4, "co2e_g": 5e-5, "pue": 1.2, "grid_gco2e_per_kwh": 250.0,
+        "prompt_tokens": 9, "completion_tokens": 12, "tokens_counted_by": "upstream usage", "basis": "on_demand",
+    }  # fmt: skip
+    old = Label.model_validate(gateway_v1)
+    assert (old.unit, old.backend, old.cost_usd, old.energy_wh_facility, old.co2e_g_operational) == (
+        "request", "h100", 1e-6, 2e-4, 5e-5,
+    )  # fmt: skip
+    assert old.hardware.description == "1 x H100-SXM (gpu)" and not old.includes_idle
+    assert render_text(old).startswith("flopex label v2 | per request | $1e-06")

@@ -1,10 +1,20 @@
-"""Money, energy and carbon: quotes on every offer, output labels and tiered price sheets."""
+"""Money, energy and carbon: quotes on every offer, the meter that splits a backend's cost and energy among
+its requests, output labels and tiered price sheets."""
 
 from __future__ import annotations
 
 from flopex.economics._energy import EnergyTable, Footprint, GradeBands, Unit, footprint, load_energy_table, power_w
-from flopex.economics._label import LABEL_SCHEMA_VERSION, Label, label_for, render_svg, render_text
+from flopex.economics._label import (
+    LABEL_SCHEMA_VERSION,
+    Hardware,
+    Label,
+    label_for,
+    render_svg,
+    render_text,
+    request_label,
+)
 from flopex.economics._measured import EnergyCheck, EnergyPoint, check_energy, load_energy_points, shipped_energy_points
+from flopex.economics._meter import ENERGY_HOSTED, BackendMeter, Charge, MeterTotals, RateCard
 from flopex.economics._pricesheet import (
     COMMIT_TIERS,
     CONTEXT_TIERS,
@@ -36,6 +46,7 @@ __all__ = [
     "CONTEXT_TIERS",
     "LABEL_SCHEMA_VERSION",
     "LATENCY_CLASSES",
+    "Hardware",
     "Label",
     "PriceRow",
     "PriceSheet",
@@ -43,6 +54,12 @@ __all__ = [
     "price_sheet",
     "render_svg",
     "render_text",
+    "request_label",
+    "ENERGY_HOSTED",
+    "BackendMeter",
+    "Charge",
+    "MeterTotals",
+    "RateCard",
     "EnergyCheck",
     "EnergyPoint",
     "check_energy",

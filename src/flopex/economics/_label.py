@@ -1,5 +1,9 @@
-"""Output labels: what one unit of output cost, used and emitted, as a versioned record rendered as JSON,
-one line of text, or an SVG badge graded A-G."""
+"""Output labels: what one request, or one unit of output, cost, used and emitted, as one versioned record
+(`Label`, schema version 2) rendered as JSON, one line of text, or an SVG badge graded A-G.
+
+The gateway labels each request (`unit: "request"`, from the backend's meter: `request_label`); `flopex quote`
+and `flopex label` label one unit of a workload's output (`label_for`). Both are the same model. A version 1
+record (either of the two shapes version 1 had) reads as version 2."""
 
 from __future__ import annotations
 
@@ -7,14 +11,15 @@ from datetime import date
 from typing import Any, Literal
 from xml.sax.saxutils import escape
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flopex.economics._energy import EnergyTable, Unit
+from flopex.economics._energy import EnergyTable, GradeBands, Unit
+from flopex.economics._meter import Charge, RateCard
 from flopex.economics._quote import QuoteRow
 
-__all__ = ["LABEL_SCHEMA_VERSION", "Label", "label_for", "render_svg", "render_text"]
+__all__ = ["LABEL_SCHEMA_VERSION", "Hardware", "Label", "label_for", "render_svg", "render_text", "request_label"]
 
-LABEL_SCHEMA_VERSION: Literal[1] = 1
+LABEL_SCHEMA_VERSION: Literal[2] = 2
 
 _QUANTITY: dict[Unit, tuple[float, str]] = {
     "1k_output_tokens": (1000.0, "output tokens"),
@@ -24,26 +29,50 @@ _QUANTITY: dict[Unit, tuple[float, str]] = {
 }
 
 
-class Label(BaseModel):
-    """One unit of output and everything it took. Energy and carbon are absent where unknown."""
+class Hardware(BaseModel):
+    """What ran it: the catalog's terms where known (a quote), else the gateway's description of the backend."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    label_schema_version: Literal[1] = LABEL_SCHEMA_VERSION
-    unit: str
+    description: str | None = None
+    accelerator: str | None = None
+    accelerators: int | None = None
+    instance_type: str | None = None
+    precision: str | None = None
+    tensor_parallel: int | None = None
+
+
+class Label(BaseModel):
+    """One request, or one unit of output, and everything it took. Energy and carbon are None where unknown,
+    with the reason in `energy_unknown` and `co2e_unknown`; never 0."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label_schema_version: Literal[2] = LABEL_SCHEMA_VERSION
+    unit: str = Field(description="'request', or the unit of output: '1k output tokens', 'video-minute', ...")
     quantity: float
     quantity_of: str
     cost_usd: float
+    includes_idle: bool = Field(
+        description="a quote's unit cost includes the idle headroom of its last group; a request's label does not "
+        "(the gateway reports idle cost per backend)"
+    )
     price_basis: str
-    price_source: str
-    price_as_of: str | None
-    hardware: dict[str, Any]
-    provider: str
-    region: str | None
-    tokens_in: float | None = None
-    tokens_out: float | None = None
+    price_source: str | None = None
+    price_as_of: str | None = None
+    share_basis: str | None = Field(None, description="how a request's share of its backend was found")
+    backend: str | None = None
+    hardware: Hardware
+    provider: str | None = None
+    region: str | None = None
+    prompt_tokens: int | float | None = None
+    completion_tokens: int | float | None = None
+    tokens_counted_by: str | None = None
+    held_s: float | None = Field(None, description="seconds the request was in flight on its backend")
+    backend_s: float | None = Field(None, description="its share, in seconds of the whole backend")
     energy_wh_it: float | None = None
     energy_wh_facility: float | None = None
+    energy_unknown: str | None = None
     pue: float | None = None
     pue_source: str | None = None
     grid_gco2e_per_kwh: float | None = None
@@ -51,13 +80,41 @@ class Label(BaseModel):
     ci_year: int | None = None
     ci_basis: str | None = None
     co2e_g_operational: float | None = None
+    co2e_unknown: str | None = None
     co2e_g_embodied: float | None = None
     embodied_method: str | None = None
     method: str
     uncertainty_pct: float | None = None
-    grade: str = Field(description="A-G on operational gCO2e per unit; '-' where unknown")
+    grade: str = Field(description="A-G on operational gCO2e per unit (per 1k output tokens for a request)")
     grade_bands: tuple[float, ...] = ()
     generated: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        return _from_v1(data) if isinstance(data, dict) and data.get("label_schema_version") == 1 else data
+
+
+def _from_v1(old: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 record as version 2: the quote's label (tokens_in/out) or the gateway's (a flat record with
+    `backend`, `energy_wh`, `co2e_g` and `basis`)."""
+    if "backend" in old and "unit" not in old:  # the gateway's version 1 label
+        hosted = old.get("energy_wh") is None
+        return {
+            "unit": "request", "quantity": 1.0, "quantity_of": "requests", "cost_usd": old["cost_usd"],
+            "includes_idle": False, "price_basis": old.get("basis", ""), "backend": old["backend"],
+            "hardware": {"description": old.get("hardware")}, "region": old.get("region"),
+            "prompt_tokens": old.get("prompt_tokens"), "completion_tokens": old.get("completion_tokens"),
+            "tokens_counted_by": old.get("tokens_counted_by"), "energy_wh_facility": old.get("energy_wh"),
+            "energy_unknown": "the provider publishes no energy" if hosted else None, "pue": old.get("pue"),
+            "grid_gco2e_per_kwh": old.get("grid_gco2e_per_kwh"), "co2e_g_operational": old.get("co2e_g"),
+            "co2e_unknown": None if old.get("co2e_g") is not None else "not recorded by the version 1 label",
+            "method": "version 1 gateway label: completion tokens / the backend's tokens/s x its $/h and power",
+            "grade": "-", "generated": "unknown",
+        }  # fmt: skip
+    new = {k: v for k, v in old.items() if k not in ("label_schema_version", "tokens_in", "tokens_out")}
+    new.update(prompt_tokens=old.get("tokens_in"), completion_tokens=old.get("tokens_out"), includes_idle=True)
+    return new
 
 
 def label_for(row: QuoteRow, table: EnergyTable, mean_input_per_output: float | None = None) -> Label:
@@ -72,27 +129,31 @@ def label_for(row: QuoteRow, table: EnergyTable, mean_input_per_output: float | 
         if hosted
         else f"{row.market} price of {row.instances} x {row.instance_type} at {row.load:.0%} of capacity"
     )
+    unknown = None if fp is not None else ("the provider publishes no energy" if hosted else "no TDP in the catalog")
     return Label(
         unit=row.energy_unit,
         quantity=quantity,
         quantity_of=of,
         cost_usd=per_unit_cost,
+        includes_idle=not hosted,
         price_basis=basis,
         price_source=row.price_source,
         price_as_of=row.price_as_of,
-        hardware={
-            "accelerator": row.accelerator,
-            "accelerators": row.accelerators,
-            "instance_type": row.instance_type,
-            "precision": row.precision,
-            "tensor_parallel": row.tensor_parallel,
-        },
+        hardware=Hardware(
+            accelerator=row.accelerator,
+            accelerators=row.accelerators or None,
+            instance_type=row.instance_type,
+            precision=row.precision,
+            tensor_parallel=row.tensor_parallel,
+            description="hosted API" if hosted else None,
+        ),
         provider=row.provider,
         region=row.region,
-        tokens_in=None if mean_input_per_output is None else mean_input_per_output * quantity,
-        tokens_out=quantity if row.unit == "1k_output_tokens" else None,
+        prompt_tokens=None if mean_input_per_output is None else mean_input_per_output * quantity,
+        completion_tokens=quantity if row.unit == "1k_output_tokens" else None,
         energy_wh_it=None if fp is None else fp.it_wh,
         energy_wh_facility=None if fp is None else fp.facility_wh,
+        energy_unknown=unknown,
         pue=None if fp is None else fp.pue,
         pue_source=None if fp is None else fp.pue_source,
         grid_gco2e_per_kwh=None if fp is None else fp.grid.gco2e_per_kwh,
@@ -100,6 +161,7 @@ def label_for(row: QuoteRow, table: EnergyTable, mean_input_per_output: float | 
         ci_year=None if fp is None else fp.grid.year,
         ci_basis=None if fp is None else fp.grid_basis,
         co2e_g_operational=None if fp is None else fp.operational_g,
+        co2e_unknown=unknown,
         co2e_g_embodied=None if fp is None else fp.embodied_g,
         embodied_method=None if fp is None else fp.embodied_method,
         method=("not published by the provider" if hosted else "no TDP in the catalog") if fp is None else fp.method,
@@ -108,6 +170,77 @@ def label_for(row: QuoteRow, table: EnergyTable, mean_input_per_output: float | 
         grade_bands=bands.bounds,
         generated=date.today().isoformat(),
     )
+
+
+_REQUEST_METHOD = (
+    "the backend's facility power at its operating point while any request is in flight, split among them as "
+    "the cost is; its idle power is reported apart per backend"
+)
+
+
+def request_label(
+    charge: Charge,
+    card: RateCard,
+    prompt_tokens: int,
+    completion_tokens: int,
+    tokens_counted_by: str,
+    *,
+    generated: str,
+    bands: GradeBands | None = None,
+    uncertainty_pct: float | None = None,
+) -> Label:
+    """The label of one request from its backend meter's charge. The grade is on gCO2e per 1k output tokens
+    (`bands`), '-' where carbon is unknown or there is no answer (an embedding)."""
+    co2e = charge.co2e_g
+    per_1k = None if co2e is None or completion_tokens <= 0 else co2e / completion_tokens * 1000
+    return Label(
+        unit="request",
+        quantity=1.0,
+        quantity_of="requests",
+        cost_usd=charge.usd,
+        includes_idle=False,
+        price_basis=card.price_basis,
+        share_basis=_share_basis(charge, card),
+        backend=card.backend,
+        hardware=Hardware(description=card.hardware),
+        region=card.region,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        tokens_counted_by=tokens_counted_by,
+        held_s=charge.held_s,
+        backend_s=None if card.hosted else charge.backend_s,
+        energy_wh_facility=charge.wh,
+        energy_unknown=charge.energy_unknown,
+        pue=None if card.hosted else card.pue,
+        grid_gco2e_per_kwh=card.grid_gco2e_per_kwh,
+        co2e_g_operational=co2e,
+        co2e_unknown=charge.co2e_unknown,
+        method="list price per token; the provider publishes no energy" if card.hosted else _REQUEST_METHOD,
+        uncertainty_pct=None if charge.wh is None else uncertainty_pct,
+        grade="-" if per_1k is None or bands is None else bands.grade(per_1k),
+        grade_bands=() if bands is None else bands.bounds,
+        generated=generated,
+    )
+
+
+def _share_basis(charge: Charge, card: RateCard) -> str:
+    if card.hosted:
+        return "list price per token: prompt tokens x the input price + answer tokens x the output price"
+    first = {
+        "observed": f"its first token came {charge.prefill_s:.3g} s in",
+        "estimated": f"its first token taken {charge.prefill_s:.3g} s in, at the backend's moving-average TTFT, "
+        "since the answer was not streamed",
+        "none": "no token came back, so all of it counts as prefill",
+    }[charge.first_token]
+    text = (
+        f"its share of the backend's ${card.usd_per_hour:g}/h over the {charge.held_s:.3g} s it was in flight: the "
+        "cost and power are split among the requests in flight by their work per engine step (its prompt, "
+        f"about {charge.prompt_weight:,} tokens, while prefilled; one token per step while decoded); {first}; "
+        "idle time is not included"
+    )
+    if charge.over_cap_usd > 0:
+        text += f"; capped at its reservation, ${charge.over_cap_usd:.3g} of its share is unbilled"
+    return text
 
 
 _LARGER = {"Wh": ("kWh", "MWh"), "gCO2e": ("kgCO2e", "tCO2e")}
@@ -124,11 +257,17 @@ def _g(value: float | None, unit: str, digits: int = 3) -> str:
     return f"{value:.{digits}g} {unit}"
 
 
+def _hardware(label: Label, otherwise: str) -> str:
+    hw = label.hardware
+    if hw.accelerator:
+        return f"{hw.accelerators} x {hw.accelerator}"
+    return hw.description or otherwise
+
+
 def render_text(label: Label) -> str:
     """One line for logs and response headers."""
-    hw = label.hardware
-    where = f"{label.provider}/{label.region}" if label.region else label.provider
-    hardware = f"{hw['accelerators']} x {hw['accelerator']}" if hw.get("accelerator") else "hosted"
+    where = "/".join(x for x in (label.provider, label.region) if x)
+    hardware = _hardware(label, "hosted")
     energy = _g(label.energy_wh_facility, "Wh")
     if label.energy_wh_it is not None:
         energy += f" (IT {label.energy_wh_it:.3g} Wh, PUE {label.pue:g})"
@@ -157,9 +296,8 @@ _COLOURS = {
 
 def render_svg(label: Label) -> str:
     """A 400 x 120 badge: the grade, cost, energy and carbon per unit, the hardware and the basis."""
-    hw = label.hardware
-    hardware = f"{hw['accelerators']} x {hw['accelerator']}" if hw.get("accelerator") else "hosted API"
-    where = f"{label.provider} {label.region or ''}".strip()
+    hardware = _hardware(label, "hosted API")
+    where = " ".join(x for x in (label.provider, label.region) if x)
     dataset = (label.ci_dataset or "n/a").split(" (")[0]
     dataset = dataset if len(dataset) <= 34 else dataset[:33] + "…"
     lines = [
