@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -13,7 +14,9 @@ from flopex.economics import load_energy_table
 from flopex.errors import PlanError
 from flopex.perf import load_efficiency
 from flopex.plan import (
+    Hosted,
     PlanDocument,
+    build_inputs,
     load_plan,
     load_plan_document,
     make_plan,
@@ -25,13 +28,24 @@ from flopex.workloads import ChatWorkload
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = load_catalog()
 EFF = load_efficiency()
+ENERGY = load_energy_table()
+
+
+def _document(factor: float | None) -> PlanDocument:
+    """The fleet plan, with a hosted API for the code assistant cheap enough to take its traffic (carbon
+    `factor` grams per request, or none)."""
+    spec, workloads = load_plan(ROOT / "examples" / "fleet-plan.yaml")
+    inputs = build_inputs(workloads, CATALOG, EFF, ENERGY, spec)
+    code = next(d for d in inputs.demands if d.workload == "code-assistant")
+    n = len(code.rates)
+    api = Hosted("groq/llama-3.1-8b", "code-assistant", (1e-6,) * n, None if factor is None else (factor,) * n)
+    plan = make_plan(spec, workloads, CATALOG, EFF, ENERGY, explain=False, inputs=replace(inputs, hosted=[api]))
+    return plan_document(plan, CATALOG, EFF)
 
 
 @pytest.fixture(scope="module")
 def document() -> PlanDocument:
-    spec, workloads = load_plan(ROOT / "examples" / "fleet-plan.yaml")
-    plan = make_plan(spec, workloads, CATALOG, EFF, load_energy_table(), explain=False)
-    return plan_document(plan, CATALOG, EFF)
+    return _document(None)
 
 
 def test_the_published_schema_is_the_documents_schema() -> None:
@@ -67,6 +81,17 @@ def test_unknown_energy_is_null_with_its_reason_not_zero(document: PlanDocument)
     assert document.energy_kwh_per_hour is None and document.carbon_kg_per_hour is None
     assert document.known_energy_kwh_per_hour > 0
     assert any("publishes no energy" in line for line in document.unknown)
+
+
+def test_a_hosted_api_with_a_carbon_factor_has_known_carbon_and_unknown_energy() -> None:
+    doc = _document(0.5)
+    api = next(d for d in doc.deployments if d.kind == "hosted_api")
+    requests_per_hour = sum(b.rate * b.shares.get(api.id, 0.0) for b in doc.workload("code-assistant").buckets) * 3600
+    assert api.carbon_kg_per_hour == pytest.approx(requests_per_hour * 0.5 / 1000)  # by hand: requests x 0.5 g
+    assert api.power_kw is None and doc.energy_kwh_per_hour is None
+    known = [d.carbon_kg_per_hour for d in doc.deployments if d.carbon_kg_per_hour is not None]
+    assert doc.known_carbon_kg_per_hour == pytest.approx(sum(known))  # the API's factor counts in the known part
+    assert (doc.carbon_kg_per_hour is None) == (len(known) < len(doc.deployments))  # null only where one is unknown
 
 
 def test_routing_shares_name_deployments_and_cover_each_bucket(document: PlanDocument) -> None:

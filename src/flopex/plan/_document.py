@@ -21,7 +21,7 @@ from flopex.catalog import Catalog
 from flopex.economics import chat_fit
 from flopex.errors import PlanError, first_validation_error
 from flopex.perf import Efficiency, Replica, replica_for
-from flopex.plan._model import Candidate
+from flopex.plan._model import Candidate, Hosted
 from flopex.plan._plan import Plan
 from flopex.workloads import ChatWorkload, Workload, nearest_bucket
 
@@ -238,12 +238,15 @@ def plan_document(plan: Plan, catalog: Catalog, eff: Efficiency) -> PlanDocument
     known_kw = sum(d.power_kw or 0.0 for d in deployments)
     known_g = sum((d.carbon_kg_per_hour or 0.0) * 1000 for d in deployments)
     unknown = [f"{d.id}: {d.unknown}" for d in deployments if d.unknown]
+    energy_known = all(d.power_kw is not None for d in deployments)
+    carbon_known = all(d.carbon_kg_per_hour is not None for d in deployments)
     opts = plan.options
     return PlanDocument(
         name=plan.spec.name, status=s.status, message=s.message, usd_per_hour=s.usd_per_hour,
         usd_per_month=s.usd_per_hour * min((w.horizon_hours_per_month for w in plan.workloads), default=730.0),
         hosted_usd_per_hour=s.hosted_usd_per_hour,
-        energy_kwh_per_hour=None if unknown else known_kw, carbon_kg_per_hour=None if unknown else known_g / 1000,
+        energy_kwh_per_hour=known_kw if energy_known else None,
+        carbon_kg_per_hour=known_g / 1000 if carbon_known else None,
         known_energy_kwh_per_hour=known_kw, known_carbon_kg_per_hour=known_g / 1000, unknown=unknown,
         warnings=plan.warnings(),
         solver=Solver(
@@ -317,6 +320,7 @@ def _hosted(plan: Plan, catalog: Catalog) -> list[Deployment]:
             continue
         api = offers.get(h.id)
         workload = next(w for w in plan.workloads if w.name == h.workload)
+        carbon = _hosted_carbon_kg_per_hour(plan, h)
         out.append(Deployment(
             id=_hosted_id(h.workload, h.id), kind="hosted_api", workload=h.workload, model=workload.model,
             offer=h.id, provider=api.provider if api else h.id.split("/")[0], region=None, zone=None,
@@ -326,9 +330,23 @@ def _hosted(plan: Plan, catalog: Catalog) -> list[Deployment]:
             price=Price(usd_per_hour=usd, basis="per token", source=api.price_source if api else "unknown",
                         as_of=None),
             capacity_per_group=[], utilisation=None, idle_kw_per_group=None, busy_kw_per_group=None, power_kw=None,
-            grid_gco2e_per_kwh=None, carbon_kg_per_hour=None, unknown="the provider publishes no energy or carbon",
+            grid_gco2e_per_kwh=None, carbon_kg_per_hour=carbon,
+            unknown="the provider publishes no energy" + (" or carbon" if carbon is None else
+                                                          "; carbon from the plan's hosted_carbon factor"),
         ))  # fmt: skip
     return out
+
+
+def _hosted_carbon_kg_per_hour(plan: Plan, h: Hosted) -> float | None:
+    """What the workload's requests to a hosted API emit, by the plan's carbon factor for it (None: none)."""
+    if h.gco2e_per_request is None:
+        return None
+    demand = next(d for d in plan.inputs.demands if d.workload == h.workload)
+    routed = (plan.solution.routing.get((h.workload, b), {}).get(h.id, 0.0) for b in range(len(demand.rates)))
+    per_hour = (
+        share * rate * 3600 * g for share, rate, g in zip(routed, demand.rates, h.gco2e_per_request, strict=True)
+    )
+    return sum(per_hour) / 1000
 
 
 def _hosted_id(workload: str, api: str) -> str:
