@@ -35,10 +35,12 @@ def test_plain_and_streamed_completions_carry_usage_and_a_label(client_for: Any)
         assert answer.usage is not None and answer.usage.completion_tokens == 12
         body = json.loads(raw.http_response.text)
         label = body["flopex"]
-        # 12 tokens at 2,000 tokens/s on a $2/h backend
-        assert body["usage"]["cost"] == pytest.approx(2.0 / 3600 * 12 / 2000)
-        assert label["energy_wh"] == pytest.approx(700 * 12 / 2000 / 3600)
-        assert label["co2e_g"] == pytest.approx(label["energy_wh"] / 1000 * 300)
+        # alone on a $2/h, 700 W backend: it pays all the time it held it (labels: tests/gateway/test_metering.py)
+        assert label["label_schema_version"] == 2 and label["unit"] == "request"
+        assert label["backend_s"] == pytest.approx(label["held_s"]) and label["held_s"] > 0
+        assert body["usage"]["cost"] == pytest.approx(2.0 / 3600 * label["held_s"])
+        assert label["energy_wh_facility"] == pytest.approx(700 * label["held_s"] / 3600)
+        assert label["co2e_g_operational"] == pytest.approx(label["energy_wh_facility"] / 1000 * 300)
         assert raw.headers["x-flopex-backend"] == "h100"
         assert float(raw.headers["x-flopex-cost-usd"]) == pytest.approx(body["usage"]["cost"], rel=1e-3)
         assert raw.headers["x-request-id"]

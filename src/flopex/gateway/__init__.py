@@ -13,7 +13,7 @@ from flopex.gateway._config import (
 )
 from flopex.gateway._emulator import EmulatorFaults, create_emulator
 from flopex.gateway._errors import error_response
-from flopex.gateway._labels import label_for
+from flopex.gateway._labels import Metering, rate_card, reservation_usd
 from flopex.gateway._tenancy import Tenancy
 from flopex.gateway._thread import BackgroundServer, free_port
 
@@ -30,7 +30,9 @@ __all__ = [
     "create_app",
     "create_emulator",
     "error_response",
-    "label_for",
+    "Metering",
+    "rate_card",
+    "reservation_usd",
     "load_gateway_config",
     "resolve_backends",
 ]

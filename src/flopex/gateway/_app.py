@@ -23,11 +23,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from flopex.economics import Label, load_energy_table
 from flopex.errors import did_you_mean
 from flopex.gateway._backends import BackendState, Pool
 from flopex.gateway._config import BackendSpec, GatewayConfig
 from flopex.gateway._errors import error_response
-from flopex.gateway._labels import label_for
+from flopex.gateway._labels import Attempt, MeterCollector, Metering, label_headers
 from flopex.gateway._prompt import prompt_tokens
 from flopex.gateway._tenancy import Admission, Tenancy
 from flopex.gateway._tenant_api import tenant_routes
@@ -82,6 +83,8 @@ class Gateway:
         self.in_flight = 0
         self.rng = random.Random(seed)
         self.metrics = _Metrics()
+        self.metering = Metering((s for specs in backends.values() for s in specs), load_energy_table())
+        self.metrics.registry.register(MeterCollector(self.metering))
         self.session: aiohttp.ClientSession | None = None
         self.health_task: asyncio.Task[None] | None = None
 
@@ -226,7 +229,7 @@ class Gateway:
                 response.headers["x-flopex-budget-alert"] = "; ".join(adm.reservation.alerts)
         return response
 
-    async def _finish(self, adm: Admission | None, spec: BackendSpec | None, label: dict[str, Any] | None,
+    async def _finish(self, adm: Admission | None, spec: BackendSpec | None, label: Label | None,
                       status: int, ttft: float | None = None) -> None:  # fmt: skip
         if adm is not None and self.tenancy is not None:
             await self.tenancy.finish(adm, spec, label, status, ttft)
@@ -260,12 +263,14 @@ class Gateway:
         self.in_flight += 1
         gauge = self.metrics.in_flight.labels(spec.id)
         gauge.inc()
+        attempt = self.metering.begin(state, prompt_tokens(upstream), stream, None if adm is None else adm.cap_usd)
         released = False
 
         def release() -> None:
             nonlocal released
             if not released:
                 released = True
+                attempt.end(billed=False)  # a no-op once labelled; else the backend's time it took goes unbilled
                 state.in_flight -= 1
                 self.in_flight -= 1
                 gauge.dec()
@@ -313,26 +318,26 @@ class Gateway:
                 return _Retry(
                     error_response(502, f"backend {spec.id} sent an unreadable answer", "upstream_error", rid, 1)
                 )
+            usage = data.get("usage") if isinstance(data, dict) else None
+            prompt, completion, counted = _tokens(usage, data)
+            label = attempt.label(prompt, completion, counted)
             resp.release()
             release()
             elapsed = time.perf_counter() - start
             state.succeeded()
-            usage = data.get("usage") if isinstance(data, dict) else None
-            prompt, completion, counted = _tokens(usage, data)
-            label = label_for(spec, prompt, completion, counted)
             if isinstance(data, dict):
                 data.setdefault("usage", {})
                 if isinstance(data["usage"], dict):
-                    data["usage"]["cost"] = label["cost_usd"]
-                data["flopex"] = label
+                    data["usage"]["cost"] = label.cost_usd
+                data["flopex"] = label.model_dump(mode="json")
             self._served(spec, label, elapsed)
             await self._finish(adm, spec, label, 200)
-            return JSONResponse(data, headers={"x-request-id": rid, **_label_headers(label)})
-        return await self._stream(state, resp, release, want_usage, rid, start, adm)
+            return JSONResponse(data, headers={"x-request-id": rid, **label_headers(label)})
+        return await self._stream(state, attempt, resp, release, want_usage, rid, start, adm)
 
     async def _stream(
-        self, state: BackendState, resp: aiohttp.ClientResponse, release: Any, want_usage: bool, rid: str, start: float,
-        adm: Admission | None,
+        self, state: BackendState, attempt: Attempt, resp: aiohttp.ClientResponse, release: Any, want_usage: bool,
+        rid: str, start: float, adm: Admission | None,
     ) -> Response | _Retry:  # fmt: skip
         spec, t = state.spec, self.config.timeouts
         first = asyncio.ensure_future(resp.content.readline())
@@ -356,6 +361,7 @@ class Gateway:
             usage: dict[str, Any] | None = None
             chunks = 0
             first_token: float | None = None
+            label: Label | None = None
             ok = False
             try:
                 pending = first
@@ -366,26 +372,28 @@ class Gateway:
                         raise TimeoutError("no first byte")
                 line = pending.result()
                 while line:
-                    if line.startswith(b"data: [DONE]") and adm is not None:  # on the ledger before the client ends
-                        prompt, completion, counted = _tokens(usage, None, chunks)
-                        ttft = None if first_token is None else first_token - start
-                        await self._finish(adm, spec, label_for(spec, prompt, completion, counted), 200, ttft)
-                    elif line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                    if line.startswith(b"data: [DONE]"):
+                        if label is None:  # no usage chunk came: the gateway's count of the chunks
+                            label = attempt.label(*_tokens(usage, None, chunks))
+                        if adm is not None:  # on the ledger before the client ends
+                            ttft = None if first_token is None else first_token - start
+                            await self._finish(adm, spec, label, 200, ttft)
+                    elif line.startswith(b"data: "):
                         if first_token is None:
                             first_token = time.perf_counter()
+                            attempt.first_token()
                         chunks += 1
                         if b'"usage"' in line:
                             event = json.loads(line[6:])
                             if isinstance(event, dict) and event.get("usage"):
                                 usage = event["usage"]
-                                if not event.get("choices"):  # the final usage chunk
+                                if not event.get("choices"):  # the final usage chunk: the answer is complete
+                                    label = attempt.label(*_tokens(usage, None))
                                     if not want_usage:
                                         line = await asyncio.wait_for(resp.content.readline(), t.between_chunks_s)
                                         continue
-                                    prompt, completion, counted = _tokens(usage, None)
-                                    label = label_for(spec, prompt, completion, counted)
-                                    usage["cost"] = label["cost_usd"]
-                                    event["flopex"] = label
+                                    usage["cost"] = label.cost_usd
+                                    event["flopex"] = label.model_dump(mode="json")
                                     line = b"data: " + json.dumps(event).encode() + b"\n"
                     yield line
                     line = await asyncio.wait_for(resp.content.readline(), t.between_chunks_s)
@@ -397,21 +405,21 @@ class Gateway:
                 # a blank line first closes any event the upstream left half-sent
                 yield b"\ndata: " + json.dumps(error).encode() + b"\n\n"
             finally:
+                if label is None and chunks:  # the stream broke after some of the answer: charged for what it took
+                    label = attempt.label(*_tokens(usage, None, chunks))
                 resp.release()
                 release()
-                prompt, completion, counted = _tokens(usage, None, chunks)
-                final = label_for(spec, prompt, completion, counted) if chunks else None
                 if ok:
                     state.succeeded()
                     if first_token is not None:
                         tpot = (time.perf_counter() - first_token) / max(chunks - 1, 1)
                         state.observe(first_token - start, tpot)
-                    if final is not None:
-                        self._served(spec, final, time.perf_counter() - start)
+                    if label is not None:
+                        self._served(spec, label, time.perf_counter() - start)
                 else:
                     self._failed(state)
                 ttft = None if first_token is None else first_token - start
-                await self._finish(adm, spec, final, 200 if ok else 502, ttft)
+                await self._finish(adm, spec, label, 200 if ok else 502, ttft)
 
         headers = {"x-request-id": rid, "x-flopex-backend": spec.id, "cache-control": "no-cache"}
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
@@ -421,13 +429,13 @@ class Gateway:
         if state.failed(time.monotonic(), h.eject_after_failures, h.backoff_s, h.max_backoff_s):
             self.metrics.ejections.labels(state.spec.id).inc()
 
-    def _served(self, spec: BackendSpec, label: dict[str, Any], elapsed: float) -> None:
+    def _served(self, spec: BackendSpec, label: Label, elapsed: float) -> None:
         m = self.metrics
         m.requests.labels(spec.model, spec.id, "200").inc()
         m.latency.labels(spec.model).observe(elapsed)
-        m.cost.labels(spec.model, spec.id).inc(label["cost_usd"])
-        if label["energy_wh"] is not None:
-            m.energy.labels(spec.model, spec.id).inc(label["energy_wh"])
+        m.cost.labels(spec.model, spec.id).inc(label.cost_usd)
+        if label.energy_wh_facility is not None:
+            m.energy.labels(spec.model, spec.id).inc(label.energy_wh_facility)
 
 
 class _Retry:
@@ -443,18 +451,11 @@ def _tokens(usage: Any, data: Any, chunks: int = 0) -> tuple[int, int, str]:
     """(prompt, completion, how counted): the upstream's usage, else the gateway's own count."""
     if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
         return int(usage.get("prompt_tokens") or 0), int(usage["completion_tokens"]), "upstream usage"
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):  # embeddings: a prompt, no answer
+        return int(usage["prompt_tokens"]), 0, "upstream usage"
     if chunks:
         return 0, chunks, "gateway count of streamed chunks (the upstream sent no usage)"
     return 0, 0, "unknown (the upstream sent no usage)"
-
-
-def _label_headers(label: dict[str, Any]) -> dict[str, str]:
-    out = {"x-flopex-backend": str(label["backend"]), "x-flopex-cost-usd": f"{label['cost_usd']:.6g}"}
-    if label["energy_wh"] is not None:
-        out["x-flopex-energy-wh"] = f"{label['energy_wh']:.6g}"
-    if label["co2e_g"] is not None:
-        out["x-flopex-co2e-g"] = f"{label['co2e_g']:.6g}"
-    return out
 
 
 def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpec]], *, admin_token: str | None = None,
@@ -504,7 +505,7 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         data = [
             {"id": s.spec.id, "model": s.spec.model, "in_flight": s.in_flight, "available": s.available(now),
              "draining": s.draining, "ttft_s": s.ttft, "tpot_s": s.tpot, "served": s.served, "errors": s.errors,
-             "usd_per_token_now": s.usd_per_token()}
+             "usd_per_token_now": s.usd_per_token(), "books": gw.metering.view(s.spec.id)}
             for pool in gw.pools.values() for s in pool.states
         ]  # fmt: skip
         return JSONResponse({"backends": data})

@@ -14,10 +14,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from flopex.economics import Label
 from flopex.gateway._backends import BackendState
 from flopex.gateway._config import BackendSpec
 from flopex.gateway._errors import error_response
-from flopex.gateway._labels import label_for
+from flopex.gateway._labels import reservation_usd
 from flopex.ledger import KeyInfo, LedgerParts, Refusal, Reservation, UsageRecord
 
 __all__ = ["Admission", "Tenancy"]
@@ -33,6 +34,7 @@ class Admission:
     model: str
     started: float
     excluded: frozenset[str] = frozenset()  # backends outside the key's jurisdictions
+    cap_usd: float | None = None  # what was reserved: the most the request is charged
     done: bool = False
 
 
@@ -112,7 +114,7 @@ class Tenancy:
             return error_response(400, f"`{field}` must be a whole number of at least 1, not {max_tokens!r}",
                                   "invalid_max_tokens", rid)  # fmt: skip
         # every token is at least one byte of the body, so its length bounds the prompt's tokens
-        worst = max((label_for(s.spec, body_bytes, max_tokens, "reserved")["cost_usd"] for s in states), default=0.0)
+        worst = max((reservation_usd(s, body_bytes, max_tokens) for s in states), default=0.0)
         try:
             reservation = await self.meter.admit(key, worst)
         except Exception as exc:  # budgets cannot be checked: refuse rather than let spending run unchecked
@@ -125,28 +127,31 @@ class Tenancy:
         if isinstance(reservation, Refusal):
             message = (
                 f"this request could cost up to ${worst:.6g} (its prompt and max_tokens at the dearest backend "
-                "it may use), more than is left of a hard budget; a smaller max_tokens reserves less"
+                "it may use, at that backend's speed), more than is left of a hard budget; a smaller max_tokens "
+                "reserves less"
             )
             return error_response(402, message, "insufficient_quota", rid)
         excluded = frozenset(s.spec.id for s in all_states) - {s.spec.id for s in states}
         for alert in reservation.alerts:
             log.warning("soft budget: %s", alert)
-        return Admission(key, reservation, rid, model, time.perf_counter(), excluded)
+        return Admission(key, reservation, rid, model, time.perf_counter(), excluded, worst)
 
-    async def finish(self, adm: Admission, spec: BackendSpec | None, label: dict[str, Any] | None, status: int,
+    async def finish(self, adm: Admission, spec: BackendSpec | None, label: Label | None, status: int,
                      ttft: float | None = None) -> None:  # fmt: skip
+        """Settle the reservation at the label's cost (0 without one) and record the request, with its label."""
         if adm.done:
             return
         adm.done = True
-        cost = float(label["cost_usd"]) if label else 0.0
-        completion = int(label["completion_tokens"]) if label else 0
-        prompt = int(label["prompt_tokens"]) if label else 0
+        cost = label.cost_usd if label else 0.0
+        completion = int(label.completion_tokens or 0) if label else 0
+        prompt = int(label.prompt_tokens or 0) if label else 0
         await self.meter.finish(adm.key, adm.reservation, cost, prompt + completion)
         self.writer.record(UsageRecord(
             request_id=adm.request_id, tenant_id=adm.key.tenant_id, key_id=adm.key.key_id, model=adm.model,
             backend=spec.id if spec else None, offer=spec.hardware if spec else None, prompt_tokens=prompt,
-            completion_tokens=completion, cost_usd=cost, energy_wh=label["energy_wh"] if label else None,
-            co2e_g=label["co2e_g"] if label else None, label=dict(label) if label else None,
+            completion_tokens=completion, cost_usd=cost, energy_wh=label.energy_wh_facility if label else None,
+            co2e_g=label.co2e_g_operational if label else None,
+            label=label.model_dump(mode="json") if label else None,
             ttft_s=ttft, latency_s=time.perf_counter() - adm.started, status=status, created=time.time(),
         ))  # fmt: skip
 
