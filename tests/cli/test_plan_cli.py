@@ -41,8 +41,25 @@ def test_pareto_plot(tmp_path: Path) -> None:
     code, out = run("plan", str(ROOT / "examples" / "fleet-plan.yaml"), "--pareto", "cost,carbon", "--plot", str(svg),
                     "--no-verify")  # fmt: skip
     assert code == 0, out
-    assert "Pareto frontier" in out
-    assert ET.parse(svg).getroot().tag.endswith("svg")
+    assert "Pareto frontier" in out and "this plan" in out.split("Pareto frontier")[1]
+    # the headline compares like with like: no single offer meets two regions, so it says so
+    assert "No single offer meets this plan's rules: each workload needs 2 failure domains (regions)" in out
+    assert "Under its other rules, the cheapest single offer per workload costs $" in out
+    root = ET.parse(svg).getroot()
+    assert root.tag.endswith("svg")
+    assert any((t.text or "").startswith("this plan: $") for t in root.iter("{http://www.w3.org/2000/svg}text"))
+
+
+def test_pareto_json_marks_the_plan() -> None:
+    code, out = run("plan", str(ROOT / "examples" / "enterprise-chat-70b.yaml"), "--pareto", "cost,carbon",
+                    "--no-verify", "--json")  # fmt: skip
+    assert code == 0, out
+    data, _ = json.JSONDecoder().raw_decode(out)  # stderr's "skipped" lines may follow
+    (mine,) = [p for p in data["pareto"] if p["this_plan"]]
+    assert mine["usd_per_hour"] == data["usd_per_hour"]
+    same = data["explanation"]["single_offer_same_rules"]
+    assert same["rules_left_out"] == [] and same["usd_per_hour"] >= data["usd_per_hour"] - 1e-6
+    assert "saving_vs_single_offer" not in data["explanation"]
     code, out = run("plan", str(ROOT / "examples" / "fleet-plan.yaml"), "--pareto", "cost,carbon", "--plot", "x.png")
     assert code == 2 and "SVG" in out
 

@@ -23,7 +23,6 @@ from flopex.plan import (
     load_plan,
     make_plan,
     options_for,
-    pareto,
     plan_document,
 )
 from flopex.workloads import AgentWorkload, Workload
@@ -73,15 +72,9 @@ def test_the_fleet_plan_explains_its_binding_constraints() -> None:
 def test_without_constraints_the_plan_never_costs_more_than_the_single_offer_baseline() -> None:
     plan = _plan("fleet-plan.yaml", min_failure_domains=1, spot=SpotPolicy())
     j = plan_document(plan, CATALOG, EFF).to_json()
-    assert j["usd_per_hour"] <= j["explanation"]["single_offer_usd_per_hour"] + 1e-6
-
-
-def test_pareto_trades_cost_for_carbon() -> None:
-    plan = _plan("fleet-plan.yaml")
-    front = pareto(plan)
-    assert len(front) >= 2
-    for a, b in zip(front, front[1:], strict=False):
-        assert a.carbon_kg_per_hour < b.carbon_kg_per_hour and a.usd_per_hour > b.usd_per_hour
+    same = j["explanation"]["single_offer_same_rules"]
+    assert same["rules_left_out"] == [] and j["explanation"]["single_offer_without_domains"] is None
+    assert j["usd_per_hour"] <= same["usd_per_hour"] + 1e-6 and same["saving"] >= 0
 
 
 def test_an_infeasible_plan_says_which_relaxation_helps() -> None:

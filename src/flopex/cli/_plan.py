@@ -29,12 +29,15 @@ from flopex.perf import Efficiency
 from flopex.plan import (
     ParetoPoint,
     Plan,
+    PlanDocument,
     PlanSpec,
     load_plan,
     make_plan,
     melange_result,
     pareto,
     pareto_svg,
+    plan_document,
+    plan_document_schema,
     read_melange,
     solve_melange,
 )
@@ -44,8 +47,7 @@ from flopex.workloads import ChatWorkload, Workload
 __all__ = ["plan_command"]
 
 
-def _summary(plan: Plan) -> None:
-    j = plan.to_json()
+def _summary(j: dict[str, Any]) -> None:
     console = out_console()
     if j["status"] not in ("optimal", "time_limit"):
         console.print(f"[bold red]No plan:[/] {j['message']}")
@@ -59,9 +61,9 @@ def _summary(plan: Plan) -> None:
     for w in j["workloads"]:
         per = "" if w["usd_per_mtok_output"] is None else f", ${w['usd_per_mtok_output']:,.3f} per 1M output tokens"
         console.print(f"{w['name']}: ${w['usd_per_hour']:,.2f}/h{per}")
-        for r in w["routing"]:
+        for r in w["buckets"]:
             shares = ", ".join(f"{k.split('|')[1] if '|' in k else k} {v:.0%}" for k, v in r["shares"].items())
-            console.print(f"   bucket {r['bucket']} ({r['rate']:,.3g} {r['unit']}): {shares}")
+            console.print(f"   bucket {r['label']} ({r['rate']:,.3g} {w['unit']}): {shares}")
     console.print(_solver_line(j))
     for line in _explanation_lines(j):
         console.print(line)
@@ -79,11 +81,14 @@ def _fleet_table(j: dict[str, Any]) -> Table:
     def fmt(value: float | None, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    for line in j["fleet"]:
+    for line in j["deployments"]:
+        instances = line["groups"] * (line["instances_per_group"] or 0)
         table.add_row(
             line["workload"], line["offer"] + (" (spot)" if line["spot"] else ""), line["config"],
-            str(line["groups"] or "-"), str(line["instances"] or "-"), f"${line['usd_per_hour']:,.2f}",
-            fmt(line["utilisation"], ".0%"), fmt(line["slo_headroom"], ".0%"), fmt(line["power_kw"], ",.1f"),
+            str(line["groups"] or "-"), str(instances or "-"), f"${line['usd_per_hour']:,.2f}",
+            fmt(line["utilisation"], ".0%"),
+            fmt(None if line["utilisation"] is None else max(0.0, 1 - line["utilisation"]), ".0%"),
+            fmt(line["power_kw"], ",.1f"),
             fmt(line["carbon_kg_per_hour"], ",.3f"),
         )  # fmt: skip
     return table
@@ -91,12 +96,19 @@ def _fleet_table(j: dict[str, Any]) -> Table:
 
 def _solver_line(j: dict[str, Any]) -> str:
     s = j["solver"]
-    unknown = j["groups_without_energy_figures"]
     gap = "unknown" if s["gap"] is None else f"{s['gap']:.2%}"
+    if j["unknown"]:
+        known = [d for d in j["deployments"] if d["unknown"] is None]
+        energy = (
+            f"Energy and carbon unknown: {len(j['unknown'])} deployment(s) publish none "
+            f"({'; '.join(j['unknown'][:3])}{'; ...' if len(j['unknown']) > 3 else ''})"
+            + (f"; the rest draw {j['known_energy_kwh_per_hour']:,.2f} kWh/h and emit "
+               f"{j['known_carbon_kg_per_hour']:,.3f} kgCO2e/h" if known else "")
+        )  # fmt: skip
+    else:
+        energy = f"Energy {j['energy_kwh_per_hour']:,.2f} kWh/h, carbon {j['carbon_kg_per_hour']:,.3f} kgCO2e/h"
     return (
-        f"Energy {j['energy_kwh_per_hour']:,.2f} kWh/h, carbon {j['carbon_kg_per_hour']:,.3f} kgCO2e/h"
-        + (f" (not counting {unknown} group(s) whose accelerators publish no TDP)" if unknown else "")
-        + f". Solved by {s['engine']} in {s['seconds']:.2f} s of its {s['time_limit_s']:,.0f} s limit "
+        energy + f". Solved by {s['engine']} in {s['seconds']:.2f} s of its {s['time_limit_s']:,.0f} s limit "
         f"({s['integer_variables']} integer, {s['continuous_variables']} continuous variables, "
         f"{s['constraints']} constraints), gap {gap}."
     )
@@ -116,29 +128,68 @@ def _explanation_lines(j: dict[str, Any]) -> list[str]:
                 f"Binding: {b['text']} costs ${b['costs_usd_per_hour']:,.2f}/h "
                 f"(without it: ${b['usd_per_hour_without']:,.2f}/h)."
             )
-    single, saving = e["single_offer_usd_per_hour"], e["saving_vs_single_offer"]
-    if single is not None:
-        lines.append(
-            f"The cheapest single-offer fleet per workload (no failure-domain or spot rules) costs "
-            f"${single:,.2f}/h; this plan is {-saving:+.1%} against it."
-            if saving < 0
-            else f"The cheapest single-offer fleet per workload costs ${single:,.2f}/h; this plan saves {saving:.1%}."
-        )
+    for baseline in (e.get("single_offer_same_rules"), e.get("single_offer_without_domains")):
+        if baseline is not None:
+            lines.append(_single_offer_line(baseline, j["usd_per_hour"]))
     return lines
+
+
+def _single_offer_line(b: dict[str, Any], plan_usd: float) -> str:
+    """The plan against the cheapest single offer per workload under the same rules, or why no single offer
+    meets them; the comparison without the failure-domain rule leaves it out of both sides."""
+    relaxed = bool(b["rules_left_out"])
+    if b["usd_per_hour"] is None:
+        if relaxed:
+            return f"Without the domain rule, no single offer meets the plan's other rules either: {b['reason']}."
+        return f"No single offer meets this plan's rules: {b['reason']}."
+    picked = "; ".join(f"{w['workload']} on {w['offer']}" for w in b["workloads"])
+    if b["picked_one_workload_at_a_time"]:
+        picked += "; picked one workload at a time, as they share limits, so a cheaper pairing may exist"
+    against = _against(b["saving"])
+    if not relaxed:
+        return (
+            f"This plan costs {against} {'as' if against == 'the same' else 'than'} the cheapest single offer per "
+            f"workload under the same rules (${b['usd_per_hour']:,.2f}/h: {picked})."
+        )
+    without = b["plan_usd_per_hour"]
+    plan = (
+        f"this plan costs {against}, and the domain rule costs it nothing"
+        if abs(without - plan_usd) < 0.005
+        else f"this plan without the domain rule would cost ${without:,.2f}/h, {against}"
+    )
+    return (
+        f"Under its other rules, the cheapest single offer per workload costs ${b['usd_per_hour']:,.2f}/h "
+        f"({picked}): {plan}."
+    )
+
+
+def _against(saving: float) -> str:
+    """How a plan compares with a baseline it never costs more than (beyond the solver's gap)."""
+    if abs(saving) < 5e-4:
+        return "the same"
+    return f"{saving:.1%} less" if saving > 0 else f"{-saving:.1%} more (within the solver's gap)"
 
 
 def _pareto_table(front: list[ParetoPoint]) -> None:
     table = Table(title="Cost against carbon: the Pareto frontier", header_style="bold")
-    for col in ("$/hour", "kgCO2e/hour", "$ per tonne avoided, against the cheapest"):
-        table.add_column(col, justify="right")
-    cheapest = front[-1] if front else None
+    for col in ("", "$/hour", "kgCO2e/hour", "$ per tonne avoided, against the cheapest"):
+        table.add_column(col, justify="left" if not col else "right")
+    counted = [p for p in front if p.counted]
+    cheapest = min(counted, key=lambda p: p.usd_per_hour) if counted else None
     for p in front:
         avoided = 0.0 if cheapest is None else (cheapest.carbon_kg_per_hour - p.carbon_kg_per_hour) / 1000
         marginal = (
-            "-" if cheapest is None or avoided <= 0 else f"{(p.usd_per_hour - cheapest.usd_per_hour) / avoided:,.0f}"
+            "-"
+            if cheapest is None or avoided <= 0 or not p.counted
+            else f"{(p.usd_per_hour - cheapest.usd_per_hour) / avoided:,.0f}"
         )
-        table.add_row(f"{p.usd_per_hour:,.2f}", f"{p.carbon_kg_per_hour:,.3f}", marginal)
-    out_console().print(table)
+        carbon = f"{p.carbon_kg_per_hour:,.3f}" + ("" if p.counted else " (not all counted)")
+        table.add_row("this plan" if p.this_plan else "", f"{p.usd_per_hour:,.2f}", carbon, marginal)
+    console = out_console()
+    console.print(table)
+    for p in front:
+        if p.note:
+            console.print(f"Not on the frontier: {p.note}.")
 
 
 def _melange(path: Path, time_limit: float | None) -> None:
@@ -181,8 +232,12 @@ def plan_command(
     catalog: CatalogOption = None,
     calibration: CalibrationOption = None,
     json: JsonOption = False,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the plan document's JSON Schema and exit.")] = False,
 ) -> None:
     """The cheapest heterogeneous fleet (HiGHS MILP) for one or more workloads, explained."""
+    if schema:
+        print_json(plan_document_schema())
+        return
     if melange is not None:
         _melange(melange, time_limit)
         return
@@ -206,7 +261,7 @@ def plan_command(
             front = pareto(plan) if pareto_axes else None
     except FlopexError as exc:
         fail(str(exc))
-    _show(plan, verified, front, json)
+    _show(plan_document(plan, inputs[0], inputs[1]), verified, front, json)
     if plot is not None and front is not None:
         plot.write_text(pareto_svg(front, f"{spec_.name}: cost against carbon"), encoding="utf-8")
         err_console().print(f"wrote {plot}")
@@ -234,16 +289,15 @@ def _solve(
     return verified.plan, verified
 
 
-def _show(plan: Plan, verified: Verified | None, front: list[ParetoPoint] | None, json: bool) -> None:
+def _show(doc: PlanDocument, verified: Verified | None, front: list[ParetoPoint] | None, json: bool) -> None:
+    data = doc.to_json()
     if json:
-        data = plan.to_json()
         data["verification"] = None if verified is None else _verification_json(verified)
         if front is not None:
-            data["pareto"] = [{"usd_per_hour": p.usd_per_hour, "carbon_kg_per_hour": p.carbon_kg_per_hour}
-                              for p in front]  # fmt: skip
+            data["pareto"] = [p.to_json() for p in front]
         print_json(data)
         return
-    _summary(plan)
+    _summary(data)
     if verified is not None:
         _verification_lines(verified)
     if front is not None:
