@@ -123,6 +123,7 @@ class BackendMeter:
 
     def __init__(self, card: RateCard, t0: float) -> None:
         self.card = card
+        self._usd_per_s = card.usd_per_s
         self.t0 = t0
         self._t = t0
         self._held: dict[Hashable, _Held] = {}
@@ -240,7 +241,7 @@ class BackendMeter:
             self._idle_s += dt
             return
         self._busy_s += dt
-        self._usd_per_w += self.card.usd_per_s * dt / self._weight
+        self._usd_per_w += self._usd_per_s * dt / self._weight
         if self.card.busy_w is not None:
             self._wh_per_w += self.card.busy_w * dt / 3600 / self._weight
 

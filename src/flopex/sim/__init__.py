@@ -12,7 +12,7 @@ from flopex.sim._build import (
 )
 from flopex.sim._capacity import Attainment, Length, attainment, measured_capacity, unit_arrivals
 from flopex.sim._engine import Completed, Fault, Request, SimOptions, SimReplica, SimResult, simulate
-from flopex.sim._report import Report, report
+from flopex.sim._report import Report, meter_requests, report
 from flopex.sim._traffic import bucket_of, generate, requests_from_trace
 from flopex.sim._verify import Check, Round, Verified, VerifyOptions, traffic_for, verify_plan
 
@@ -41,6 +41,7 @@ __all__ = [
     "bucket_of",
     "generate",
     "hosted_shares",
+    "meter_requests",
     "split_hosted",
     "replicas_from_plan",
     "report",

@@ -77,6 +77,8 @@ def replicas_from_document(doc: PlanDocument, catalog: Catalog, eff: Efficiency)
                         interruption_rate_per_hour=d.interruption_rate_per_hour,
                         busy_w=busy_w,
                         idle_w=idle_w,
+                        usd_per_hour=d.price.usd_per_hour / per_group,
+                        grid_gco2e_per_kwh=d.grid_gco2e_per_kwh,
                     )
                 )
     if len({r.id for r in out}) != len(out):

@@ -51,6 +51,8 @@ class SimReplica:
     interruption_rate_per_hour: float = 0.0
     busy_w: float = 0.0  # facility watts when stepping
     idle_w: float = 0.0
+    usd_per_hour: float = 0.0  # what the replica costs (labels split it among its requests: `sim.report`)
+    grid_gco2e_per_kwh: float | None = None
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,13 @@ class SimOptions:
 
 
 class _Seq(Seq):
-    __slots__ = ("req", "first_token")
+    __slots__ = ("req", "first_token", "placed")
 
     def __init__(self, req: Request) -> None:
         super().__init__(req.id, req.input_tokens, req.output_tokens)
         self.req = req
         self.first_token = -1.0
+        self.placed = req.arrival  # when it was put on the replica that serves it (later if re-routed)
 
 
 class _ReplicaState:
@@ -128,6 +131,7 @@ class Completed:
     first_token: float
     finish: float
     preemptions: int
+    placed: float = -1.0  # when it was put on `replica` (its arrival unless a fault moved it); -1: not recorded
 
     @property
     def ttft(self) -> float:
@@ -264,6 +268,7 @@ class _Sim:
             return
         self.sample(st, now)
         self._settle(st, now)
+        seq.placed = now
         st.engine.add(seq)
         self.touch(st)
         if st.busy_until < now:
@@ -337,7 +342,7 @@ class _Sim:
         self.last_event = max(self.last_event, at)
         self.in_system -= 1
         st.served += 1
-        self.completed.append(Completed(seq.req, st.spec.id, seq.first_token, at, seq.preemptions))
+        self.completed.append(Completed(seq.req, st.spec.id, seq.first_token, at, seq.preemptions, seq.placed))
         if self.progress is not None and len(self.completed) % 2000 == 0:
             self.progress(len(self.completed), len(self.arrivals))
 
