@@ -24,6 +24,7 @@ from flopex.sim import (
     report,
     requests_from_trace,
     simulate,
+    verify_plan,
 )
 from flopex.workloads import ChatWorkload, LengthBucket, TokenSlo, load_workload_text
 
@@ -107,10 +108,11 @@ def _conv_plan(scale: float) -> tuple[ChatWorkload, list[SimReplica], list[tuple
     assert isinstance(w, ChatWorkload)
     rate = (w.traffic.requests_per_s or 0) * scale
     w = w.model_copy(update={"traffic": w.traffic.model_copy(update={"requests_per_s": rate})})
-    plan = make_plan(PlanSpec(name="conv", workloads=["-"]), [w], CATALOG, EFF, ENERGY)
-    reps = replicas_from_plan(plan, CATALOG, EFF)
     with (FIXTURES / "azure-conv-10min.csv").open() as handle:
         rows = [(r["TIMESTAMP"], int(r["ContextTokens"]), int(r["GeneratedTokens"])) for r in csv.DictReader(handle)]
+    plan = make_plan(PlanSpec(name="conv", workloads=["-"]), [w], CATALOG, EFF, ENERGY, explain=False)
+    plan = verify_plan(plan, CATALOG, EFF, ENERGY, {w.name: rows}).plan  # the plan `flopex plan` prints
+    reps = replicas_from_plan(plan, CATALOG, EFF)
     return w, reps, rows, plan.solution.usd_per_hour
 
 

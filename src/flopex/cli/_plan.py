@@ -265,8 +265,12 @@ def plan_command(
     if plot is not None and front is not None:
         plot.write_text(pareto_svg(front, f"{spec_.name}: cost against carbon"), encoding="utf-8")
         err_console().print(f"wrote {plot}")
-    for line in plan.inputs.skipped[:5]:
-        err_console().print(f"skipped {line}", highlight=False)
+    skipped = plan.inputs.skipped
+    if skipped and not json:  # with --json they are in the document's `skipped`
+        for line in skipped[:5]:
+            err_console().print(f"skipped {line}", highlight=False)
+        if len(skipped) > 5:
+            err_console().print(f"... and {len(skipped) - 5} more (every one is in --json's `skipped`)")
     if plan.solution.status not in ("optimal", "time_limit") or (verified is not None and not verified.met):
         raise typer.Exit(1)
 
