@@ -98,8 +98,8 @@ def main() -> None:
             n = len(labels)
             to = {name: sum(1 for lab in labels if lab["backend"] == name) for name in OFFERS}
             cost = sum(lab["cost_usd"] for lab in labels) / n
-            energy = sum(lab["energy_wh"] or 0 for lab in labels) / n
-            carbon = sum(lab["co2e_g"] or 0 for lab in labels) / n
+            energy = sum(lab["energy_wh_facility"] or 0 for lab in labels) / n
+            carbon = sum(lab["co2e_g_operational"] or 0 for lab in labels) / n
             table.add_row(
                 policy_name, str(n), str(to["h100"]), str(to["l4"]), f"${cost:.7f}", f"{energy:.5f}", f"{carbon:.5f}"
             )

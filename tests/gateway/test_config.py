@@ -26,7 +26,9 @@ def test_the_example_resolves_prices_power_and_jurisdictions_from_the_catalog() 
     h100 = CATALOG.offer("nebius/eu-north1/gpu-h100-sxm_1gpu-16vcpu-200gb/on_demand")
     assert h100 is not None and specs["h100"].usd_per_hour == h100.price_usd_per_hour
     assert specs["h100"].tokens_per_s > specs["l4"].tokens_per_s > 0
-    assert specs["h100"].power_w > specs["l4"].power_w > 0
+    h100_w, l4_w = specs["h100"].power_w, specs["l4"].power_w
+    assert h100_w is not None and l4_w is not None and h100_w > l4_w > 0
+    assert specs["h100"].idle_w is not None and 0 < specs["h100"].idle_w < h100_w  # idle as the planner takes it
     assert "EU" in specs["h100"].jurisdictions and specs["h100"].grid_gco2e_per_kwh is not None
 
 
@@ -76,6 +78,15 @@ def test_bad_configs_say_what_to_fix(tmp_path: Path, text: str, message: str) ->
     with pytest.raises(GatewayError, match=message):
         config = load_gateway_config(path)
         resolve_backends(config, CATALOG, EFF, ENERGY, env={})
+
+
+def test_an_accelerator_without_published_power_has_unknown_power_not_zero(tmp_path: Path) -> None:
+    tpu = next(o for o in CATALOG.offers if CATALOG.accelerators[o.accelerator].tdp_w is None)
+    (tmp_path / "gw.yaml").write_text(
+        f"models: {{llama-3.1-8b: {{backends: [{{id: tpu, base_url: 'http://x/v1', offer: {tpu.id}}}]}}}}\n"
+    )
+    (spec,) = resolve_backends(load_gateway_config(tmp_path / "gw.yaml"), CATALOG, EFF, ENERGY)["llama-3.1-8b"]
+    assert spec.power_w is None and spec.idle_w is None
 
 
 def test_a_plan_document_and_endpoints_alone_make_a_gateway(tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ class BackendSpec:
     weight: float
     usd_per_hour: float  # 0 for a hosted API
     tokens_per_s: float  # output tokens/s at its operating point (self-hosted)
-    power_w: float  # facility watts at that operating point
+    power_w: float | None  # facility watts at that operating point (busy); None where unknown
     grid_gco2e_per_kwh: float | None
     pue: float
     usd_per_mtok_input: float | None  # hosted APIs
@@ -153,6 +153,7 @@ class BackendSpec:
     ttft_s: float = 0.2  # predicted at its operating point (a prior for the moving averages)
     tpot_s: float = 0.03
     shares: tuple[float, ...] = (1.0,)  # share of each bucket of its model's traffic
+    idle_w: float | None = None  # facility watts with nothing in flight; None where unknown
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -303,7 +304,7 @@ def _spec(
         })  # fmt: skip
     if b.usd_per_mtok_output is not None:
         return BackendSpec(
-            **common, usd_per_hour=0.0, tokens_per_s=1.0, power_w=0.0, grid_gco2e_per_kwh=None, pue=1.0,
+            **common, usd_per_hour=0.0, tokens_per_s=1.0, power_w=None, grid_gco2e_per_kwh=None, pue=1.0,
             usd_per_mtok_input=b.usd_per_mtok_input or 0.0, usd_per_mtok_output=b.usd_per_mtok_output,
             jurisdictions=frozenset(j.upper() for j in b.jurisdictions), hardware="hosted API", region=None,
             basis="list price per token; the provider publishes no energy",
@@ -316,7 +317,7 @@ def _spec(
                 "a hosted API)."
             )
         return BackendSpec(
-            **common, usd_per_hour=b.usd_per_hour or 0.0, tokens_per_s=b.tokens_per_s or 1.0, power_w=b.power_w or 0.0,
+            **common, usd_per_hour=b.usd_per_hour or 0.0, tokens_per_s=b.tokens_per_s or 1.0, power_w=b.power_w,
             grid_gco2e_per_kwh=b.grid_gco2e_per_kwh, pue=b.pue or 1.0, usd_per_mtok_input=None,
             usd_per_mtok_output=None, jurisdictions=frozenset(j.upper() for j in b.jurisdictions),
             hardware="as configured", region=None, basis="configured $/h over configured tokens/s",
@@ -334,13 +335,18 @@ def _spec(
     query = LLMQuery(resolve_model(model), acc, count, b.precision, n_in, n_out, scenario)
     p = predict_llm(query, eff)
     activity = max(p.compute_utilization, p.memory_utilization)
-    chip, host = power_w(acc, activity, energy) if acc.tdp_w is not None else (0.0, 0.0)
+    busy_w = idle_w = None  # an accelerator without a published TDP: unknown, not zero
+    if acc.tdp_w is not None:
+        chip, host = power_w(acc, activity, energy)
+        idle_chip, _ = power_w(acc, 0.0, energy)  # as the planner takes a group's idle power
+        busy_w, idle_w = (chip + host) * count * region.pue, (idle_chip + host) * count * region.pue
     grid = b.grid_gco2e_per_kwh if b.grid_gco2e_per_kwh is not None else catalog.regions.grid(region).gco2e_per_kwh
     return BackendSpec(
         **common,
         usd_per_hour=b.usd_per_hour if b.usd_per_hour is not None else offer.price_usd_per_hour * b.instances,
         tokens_per_s=b.tokens_per_s or p.output_tokens_per_s,
-        power_w=b.power_w if b.power_w is not None else (chip + host) * count * region.pue,
+        power_w=b.power_w if b.power_w is not None else busy_w,
+        idle_w=idle_w if b.power_w is None else None,
         grid_gco2e_per_kwh=grid,
         pue=region.pue, usd_per_mtok_input=None, usd_per_mtok_output=None,
         jurisdictions=frozenset(j.upper() for j in (b.jurisdictions or catalog.regions.jurisdictions(region))),

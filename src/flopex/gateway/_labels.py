@@ -28,14 +28,14 @@ _NO_IDLE_FIGURE = "idle power not known to the gateway: counted at the operating
 
 def rate_card(spec: BackendSpec) -> RateCard:
     """The backend's costs and power as the meter takes them. `power_w` is the facility power at the backend's
-    operating point: its busy power. Idle power comes from the spec where it carries one (`idle_w`, or
-    `extra["idle_w"]`); else it is counted at the busy power, an upper bound, and said so."""
+    operating point: its busy power. Idle power comes from the spec where it carries one (`idle_w`); else it is
+    counted at the busy power, an upper bound, and said so."""
     if spec.hosted:
         return RateCard(
             usd_per_mtok_input=spec.usd_per_mtok_input or 0.0, usd_per_mtok_output=spec.usd_per_mtok_output,
             backend=spec.id, hardware=spec.hardware, region=spec.region, price_basis=spec.basis,
         )  # fmt: skip
-    busy = spec.power_w if spec.power_w > 0 else None  # 0: no TDP in the catalog, or no power_w configured
+    busy = spec.power_w  # None: no TDP in the catalog, and no power_w configured
     idle = _idle_w(spec)
     return RateCard(
         usd_per_hour=spec.usd_per_hour, busy_w=busy, idle_w=busy if idle is None and busy is not None else idle,
@@ -45,10 +45,7 @@ def rate_card(spec: BackendSpec) -> RateCard:
 
 
 def _idle_w(spec: BackendSpec) -> float | None:
-    value = getattr(spec, "idle_w", None)
-    if value is None:
-        value = spec.extra.get("idle_w")
-    return None if value is None else float(value)
+    return spec.idle_w
 
 
 def idle_basis(spec: BackendSpec) -> str | None:
