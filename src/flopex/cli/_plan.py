@@ -267,10 +267,8 @@ def plan_command(
         err_console().print(f"wrote {plot}")
     skipped = plan.inputs.skipped
     if skipped and not json:  # with --json they are in the document's `skipped`
-        for line in skipped[:5]:
-            err_console().print(f"skipped {line}", highlight=False)
-        if len(skipped) > 5:
-            err_console().print(f"... and {len(skipped) - 5} more (every one is in --json's `skipped`)")
+        listed = f"{len(skipped)} options, all in --json's `skipped`; e.g." if len(skipped) > 1 else "one option:"
+        err_console().print(f"Left out of the plan: {listed} {skipped[0]}.", highlight=False)
     if plan.solution.status not in ("optimal", "time_limit") or (verified is not None and not verified.met):
         raise typer.Exit(1)
 

@@ -134,7 +134,7 @@ def _hosted(w: ChatWorkload, catalog: Catalog, spec: PlanSpec) -> tuple[list[Hos
         verdicts = [hosted_slo(h, w.slo, b.output_tokens) for b in buckets]
         why = [None if met is True else text for met, text in verdicts]  # unknown is not met
         if all(why):
-            skipped.append(f"{w.name} on hosted API {h.id}: left out: {why[0]}")
+            skipped.append(f"{w.name} on hosted API {h.id}: {why[0]}")
             continue
         if any(why):
             failed = ", ".join(f"{b.input_tokens}/{b.output_tokens}" for b, y in zip(buckets, why, strict=True) if y)
