@@ -23,7 +23,7 @@ LONG = [{"role": "user", "content": "word " * 7_990}]  # about 10,000 tokens
 
 
 def _backend(backend_id: str, url: str, usd_per_hour: float, busy_w: float, idle_w: float) -> BackendSpec:
-    return replace(spec(backend_id, url, usd_per_hour=usd_per_hour), power_w=busy_w, extra={"idle_w": idle_w})
+    return replace(spec(backend_id, url, usd_per_hour=usd_per_hour), power_w=busy_w, idle_w=idle_w)
 
 
 def _label(client: openai.OpenAI, messages: Any, max_tokens: int, stream: bool) -> dict[str, Any]:
