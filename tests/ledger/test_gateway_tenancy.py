@@ -178,7 +178,7 @@ def test_requests_per_minute_per_key(gw: tuple[Server, LedgerStore]) -> None:
     assert info.value.code == "rate_limit_exceeded"
     assert 0 < int(info.value.response.headers["retry-after"]) <= 60
     assert ask(server, other).status_code == 200  # the limit is the key's, not the tenant's
-    metrics = http("GET", f"{server.url}/metrics").text
+    metrics = http("GET", f"{server.url}/metrics", token=ADMIN).text
     assert f'flopex_tenant_refusals_total{{model="{MODEL}",status="429"}} 1.0' in metrics
 
 
@@ -264,7 +264,8 @@ def test_a_soft_budget_answers_with_an_alert(gw: tuple[Server, LedgerStore]) -> 
     assert "x-flopex-budget-alert" not in ask(server, token).headers
     alert = ask(server, token).headers["x-flopex-budget-alert"]
     assert "tenant acme is over its soft day budget" in alert
-    assert f'flopex_budget_alerts_total{{model="{MODEL}"}} 1.0' in http("GET", f"{server.url}/metrics").text
+    metrics = http("GET", f"{server.url}/metrics", token=ADMIN).text
+    assert f'flopex_budget_alerts_total{{model="{MODEL}"}} 1.0' in metrics
 
 
 def test_a_ledger_that_stops_answering_gets_503_not_500(emu: Server, tmp_path: Path) -> None:

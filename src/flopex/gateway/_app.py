@@ -19,15 +19,16 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from flopex.economics import Label, load_energy_table
 from flopex.errors import did_you_mean
 from flopex.gateway._backends import BackendState, Pool
 from flopex.gateway._config import BackendSpec, GatewayConfig
-from flopex.gateway._errors import error_response
+from flopex.gateway._errors import JSONResponse, error_response
 from flopex.gateway._labels import Attempt, MeterCollector, Metering, label_headers
 from flopex.gateway._prompt import prompt_tokens
 from flopex.gateway._tenancy import Admission, Tenancy
@@ -141,7 +142,7 @@ class Gateway:
 
     # --- requests -------------------------------------------------------------------------------------------
     async def proxy(self, request: Request, path: str) -> Response:
-        caller_rid = request.headers.get("x-request-id")
+        caller_rid = _caller_request_id(request)
         own_rid = None if caller_rid else uuid.uuid4().hex  # the ledger keys on ids the gateway made, not callers'
         rid = caller_rid or own_rid or ""
         limits = self.config.limits
@@ -151,12 +152,14 @@ class Gateway:
         body = await request.body()
         if len(body) > limits.max_body_bytes:
             return error_response(413, f"request body over {limits.max_body_bytes:,} bytes", "request_too_large", rid)
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            return error_response(400, "the request body is not valid JSON", "invalid_json", rid)
+        payload = _parse(body)
+        if isinstance(payload, str):
+            return error_response(400, f"the request body is not valid JSON: {payload}", "invalid_json", rid)
         if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
             return error_response(400, "the request needs a `model` (a string)", "missing_model", rid)
+        if "stream" in payload and not isinstance(payload["stream"], bool):
+            why = f"`stream` must be true or false, not {payload['stream']!r}"
+            return error_response(400, why, "invalid_stream", rid)
         model = payload["model"]
         pool = self.pools.get(model)
         if pool is None:
@@ -438,6 +441,40 @@ class Gateway:
             m.energy.labels(spec.model, spec.id).inc(label.energy_wh_facility)
 
 
+_MAX_REQUEST_ID = 128
+
+
+def _caller_request_id(request: Request) -> str | None:
+    """The caller's `x-request-id`, where it is a printable ASCII id of at most 128 characters (else the
+    gateway makes its own: a header is echoed back and logged, so it must not be a vehicle for anything)."""
+    rid = request.headers.get("x-request-id")
+    if rid is None or not 0 < len(rid) <= _MAX_REQUEST_ID or not (rid.isascii() and rid.isprintable()):
+        return None
+    return rid
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse(body: bytes) -> Any:
+    """The request body as JSON, or why it is not: strict JSON (no NaN or Infinity), nested at most as deep as
+    Python's parser goes, and text without lone surrogates (which no backend could be sent)."""
+    try:
+        payload = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        return "nested too deeply"
+    except ValueError as exc:
+        return str(exc)
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff without its pair)"
+    except RecursionError:
+        return "nested too deeply"
+    return payload
+
+
 class _Retry:
     """An attempt that failed in a way another backend may not: `response` is what to return if none is left."""
 
@@ -458,6 +495,10 @@ def _tokens(usage: Any, data: Any, chunks: int = 0) -> tuple[int, int, str]:
     return 0, 0, "unknown (the upstream sent no usage)"
 
 
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "flopex"}
+
+
 def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpec]], *, admin_token: str | None = None,
                seed: int | None = None, tenancy: Tenancy | None = None) -> Starlette:  # fmt: skip
     """The gateway as an ASGI app (uvicorn runs it; tests run it in a thread). With `tenancy`, every request
@@ -474,8 +515,18 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         return await gw.proxy(request, "embeddings")
 
     async def models(request: Request) -> Response:
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "flopex"} for m in gw.pools]
-        return JSONResponse({"object": "list", "data": data})
+        if tenancy is not None and await tenancy.key_for(request) is None:
+            return error_response(401, "a valid API key is needed (Authorization: Bearer KEY)", "invalid_api_key")
+        return JSONResponse({"object": "list", "data": [_model(m) for m in gw.pools]})
+
+    async def model(request: Request) -> Response:
+        if tenancy is not None and await tenancy.key_for(request) is None:
+            return error_response(401, "a valid API key is needed (Authorization: Bearer KEY)", "invalid_api_key")
+        name = request.path_params["model"]
+        if name not in gw.pools:
+            return error_response(404, f"The model `{name}` does not exist.{did_you_mean(name, gw.pools)}",
+                                  "model_not_found")  # fmt: skip
+        return JSONResponse(_model(name))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -486,6 +537,9 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        if tenancy is not None and not config.metrics_public and not await authorised(request):
+            return error_response(401, "with tenants on, /metrics needs the admin token or an admin key (or "
+                                  "`metrics_public: true`)", "unauthorised")  # fmt: skip
         return Response(generate_latest(gw.metrics.registry), media_type="text/plain; version=0.0.4")
 
     async def authorised(request: Request) -> bool:
@@ -532,13 +586,26 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         return error_response(503, "the ledger database is not answering; retry shortly", "ledger_unavailable",
                               None, 1)  # fmt: skip
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Unknown paths and methods, in OpenAI's error shape."""
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            return error_response(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed")
+        return error_response(exc.status_code, f"no endpoint {request.url.path}; flopex serves /v1/chat/completions, "
+                              "/v1/completions, /v1/embeddings and /v1/models", "not_found")  # fmt: skip
+
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal error in the gateway (logged); retry, or report it", "internal_error")
+
     app = Starlette(
-        exception_handlers={SQLAlchemyError: ledger_down},
+        exception_handlers={SQLAlchemyError: ledger_down, HTTPException: http_error, Exception: crashed},
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/models/{model:path}", model, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

@@ -126,6 +126,7 @@ class GatewayConfig(_Strict):
     max_retries: int = Field(2, ge=0, le=10)
     health: Health = Health()
     admin_token_env: str | None = None
+    metrics_public: bool = Field(False, description="with tenants on, serve /metrics without the admin token")
 
 
 @dataclass(frozen=True)

@@ -224,12 +224,20 @@ async def _tokens(deployment: _Deployment, answer: _Answer, overhead_s: float, d
             engine.abort(seq)
 
 
+_EMBEDDING_FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
+
+
 async def _embeddings(request: Request) -> Response:
     """Zero vectors of eight dimensions, one per input, with token usage."""
     try:
         payload = json.loads(await request.body())
     except ValueError:
         return _error(400, "the request body is not valid JSON", "invalid_json")
+    if not isinstance(payload, dict):
+        return _error(400, "the request body must be a JSON object", "invalid_json")
+    unknown = sorted(set(payload) - _EMBEDDING_FIELDS)
+    if unknown:  # as OpenAI's API does: an embedding takes no answer-length or sampling fields
+        return _error(400, f"Unrecognized request argument supplied: {', '.join(unknown)}", "invalid_request")
     items = payload.get("input") or [""]
     items = items if isinstance(items, list) else [items]
     data = [{"object": "embedding", "index": i, "embedding": [0.0] * 8} for i, _ in enumerate(items)]

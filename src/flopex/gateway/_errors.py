@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+import json
+from typing import Any
 
-__all__ = ["error_response"]
+from starlette.responses import JSONResponse as _StarletteJSON
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
-                403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error",
-                502: "api_error", 503: "api_error", 504: "api_error"}  # fmt: skip
+__all__ = ["JSONResponse", "error_response"]
+
+
+class JSONResponse(_StarletteJSON):
+    """JSON as UTF-8 (so CJK text is not inflated into escapes), except where the content holds a lone
+    surrogate (which UTF-8 cannot carry): then escaped as `\\udXXX`, still valid JSON. Never an error."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota", 403: "permission_error",
+    404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
+    499: "client_closed_request", 500: "api_error", 502: "api_error", 503: "api_error", 504: "api_error",
+}  # fmt: skip
 
 
 def error_response(

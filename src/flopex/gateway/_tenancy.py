@@ -108,7 +108,9 @@ class Tenancy:
                                   "batch_shed", rid, 1)  # fmt: skip
         field = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
         max_tokens = payload.get(field)
-        if max_tokens is None:  # bound the answer, so that the reservation bounds its cost
+        if request.url.path.endswith("/embeddings"):
+            max_tokens = 0  # an embedding has no answer to bound, and its backend would refuse the field
+        elif max_tokens is None:  # bound the answer, so that the reservation bounds its cost
             max_tokens = payload["max_tokens"] = self.default_max_tokens
         elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return error_response(400, f"`{field}` must be a whole number of at least 1, not {max_tokens!r}",
