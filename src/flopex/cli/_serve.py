@@ -22,7 +22,15 @@ from flopex.cli._common import (
 )
 from flopex.economics import load_energy_table
 from flopex.errors import FlopexError
-from flopex.gateway import EmulatorFaults, Tenancy, create_app, create_emulator, load_gateway_config, resolve_backends
+from flopex.gateway import (
+    EmulatorFaults,
+    Tenancy,
+    create_app,
+    create_emulator,
+    load_gateway_config,
+    resolve_backends,
+    server_settings,
+)
 from flopex.ledger import build_ledger, default_url
 from flopex.models import resolve_model
 from flopex.perf import LLMQuery, Scenario, predict_llm, replica_for
@@ -85,8 +93,8 @@ def serve_command(
     err_console().print(f"flopex gateway on http://{host}:{port}/v1: {len(backends)} model(s), {count} backend(s)")
     if workers > 1:
         err_console().print("note: each worker keeps its own backend health and counters; shared state needs Redis.")
-    uvicorn.run(app, host=host, port=port, workers=1, loop="uvloop", http="httptools", log_level="warning",
-                timeout_graceful_shutdown=30, access_log=False)  # fmt: skip
+    uvicorn.run(app, host=host, port=port, workers=1, loop="uvloop", log_level="warning",
+                timeout_graceful_shutdown=30, access_log=False, **server_settings(cfg.limits))  # fmt: skip
 
 
 def emulate_command(

@@ -30,6 +30,7 @@ from flopex.gateway._backends import BackendState, Pool
 from flopex.gateway._config import BackendSpec, GatewayConfig
 from flopex.gateway._errors import JSONResponse, error_response
 from flopex.gateway._labels import Attempt, MeterCollector, Metering, label_headers
+from flopex.gateway._limits import body_limit
 from flopex.gateway._prompt import prompt_tokens
 from flopex.gateway._tenancy import Admission, Tenancy
 from flopex.gateway._tenant_api import tenant_routes
@@ -599,6 +600,7 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         return error_response(500, "internal error in the gateway (logged); retry, or report it", "internal_error")
 
     app = Starlette(
+        middleware=[body_limit(config.limits)],  # a body's size is bounded before any handler reads it
         exception_handlers={SQLAlchemyError: ledger_down, HTTPException: http_error, Exception: crashed},
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),

@@ -89,6 +89,16 @@ class Limits(_Strict):
     batch_share: float = Field(
         0.8, gt=0, le=1, description="batch-tier keys are turned away once this share of max_in_flight is in use"
     )
+    max_header_bytes: PositiveInt = Field(
+        65_536, description="request line and headers together; past it: 431 and the connection closed"
+    )
+    header_timeout_s: PositiveFloat = Field(
+        10.0, description="from a connection's opening (or a keep-alive request's first byte) to its headers' end"
+    )
+    body_timeout_s: PositiveFloat = Field(30.0, description="from the end of the headers to the end of the body")
+    max_connections: PositiveInt | None = Field(
+        None, description="open connections per process before new requests get 503; default 2 x max_in_flight"
+    )
 
 
 class Health(_Strict):

@@ -1,0 +1,282 @@
+"""What a client may cost `flopex serve` before it is authenticated, against real gateway processes over raw
+sockets: a request head past its byte limit or its deadline, a body past its size or its deadline, connections
+past the limit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from flopex.gateway import GatewayConfig, connection_limit, free_port
+from tests.gateway.conftest import MODEL, Server, emulator, http
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process memory from /proc")
+
+LIMITS = {"max_header_bytes": 16_384, "header_timeout_s": 1.0, "body_timeout_s": 1.0, "max_body_bytes": 100_000}
+CHAT = b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+
+
+class Gateway:
+    """`python -m flopex serve` on a free port, its output in a file."""
+
+    def __init__(self, config: dict[str, Any], work: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        path = work / f"gateway-{self.port}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.log = work / f"gateway-{self.port}.log"
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "flopex", "serve", "--config", str(path), "--port", str(self.port), *args],
+                stdout=out, stderr=out, env={**os.environ, "COLUMNS": "200"},
+            )  # fmt: skip
+        deadline = time.time() + 60
+        while not self._ready():
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop(signal.SIGKILL)
+                raise AssertionError(f"the gateway did not start; its log:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def _ready(self) -> bool:
+        try:
+            return http("GET", f"{self.url}/healthz").status == 200
+        except OSError:
+            return False
+
+    def rss_mb(self) -> float:
+        return _rss_mb(self.proc.pid)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+
+
+@contextmanager
+def serving(config: dict[str, Any], work: Path, *args: str) -> Iterator[Gateway]:
+    g = Gateway(config, work, *args)
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+def config_for(backend: Server, **limits: Any) -> dict[str, Any]:
+    spec = {"id": "h100", "base_url": f"{backend.url}/v1", "usd_per_hour": 2.0, "tokens_per_s": 2000.0}
+    return {"models": {MODEL: {"backends": [spec]}}, "limits": limits}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with (
+        emulator("H100-SXM", time_scale=0.0) as emu,
+        serving(config_for(emu, **LIMITS), tmp_path_factory.mktemp("gw")) as g,
+    ):
+        yield g
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1000
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def answer(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP response (status, headers, body; 0 if the connection closed first)."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0, {}, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", 0)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def closed(sock: socket.socket, timeout: float = 5.0) -> bool:
+    """Whether the gateway closes the connection within `timeout` (reading and dropping what comes first)."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def openai_error(body: bytes) -> dict[str, Any]:
+    error: dict[str, Any] = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+def peak_rss(gw: Gateway, clients: list[Callable[[], None]]) -> tuple[float, float]:
+    """The gateway's RSS in MB before, and at its highest while, `clients` run (each in a thread)."""
+    before = peak = gw.rss_mb()
+    threads = [threading.Thread(target=client) for client in clients]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, gw.rss_mb())
+        time.sleep(0.02)
+    return before, peak
+
+
+def chat_body(size: int) -> bytes:
+    """A chat request of exactly `size` bytes."""
+    base = json.dumps({"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": ""}]})
+    return base.replace('"content": ""', '"content": "' + "x" * (size - len(base)) + '"').encode()
+
+
+def test_a_head_past_max_header_bytes_gets_431_and_the_gateway_keeps_its_memory(gw: Gateway) -> None:
+    with connect(gw.port) as s:  # a head just under the limit is served
+        s.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\nx-big: " + b"a" * 15_000 + b"\r\n\r\n")
+        assert answer(s)[0] == 200
+    with connect(gw.port) as s:  # past it, before the head ends: 431, and the connection is closed
+        s.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\nx-big: " + b"a" * 17_000)
+        status, headers, body = answer(s)
+        assert status == 431 and headers["connection"] == "close" and headers["x-request-id"]
+        assert openai_error(body)["code"] == "headers_too_large" and "16,384 bytes" in openai_error(body)["message"]
+        assert closed(s)
+    # 20 connections each sending 8 MB of headers that never end (the trial: 40 x 32 MB took 156 MB to 1.5 GB)
+    sent: list[int] = []
+
+    def flood() -> None:
+        total = 0
+        with connect(gw.port) as s:
+            try:
+                s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n")
+                while total < 8_000_000:
+                    s.sendall(b"x-filler: " + b"a" * 8180 + b"\r\n")
+                    total += 8192
+            except OSError:
+                pass
+        sent.append(total)
+
+    before, peak = peak_rss(gw, [flood] * 20)
+    assert peak - before < 30, f"RSS went from {before:.0f} MB to {peak:.0f} MB"
+    assert max(sent) < 8_000_000  # every flood was cut off
+    assert http("GET", f"{gw.url}/healthz").status == 200
+
+
+def test_a_head_that_trickles_gets_408_and_a_silent_connection_is_closed(gw: Gateway) -> None:
+    with connect(gw.port) as s:
+        start = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n")
+        status, headers, body = answer(s)  # no more bytes come: the head deadline (1 s) answers
+        assert status == 408 and openai_error(body)["code"] == "request_timeout"
+        assert 0.8 < time.monotonic() - start < 3 and closed(s)
+    with connect(gw.port) as s:  # a byte every 0.2 s does not extend the deadline
+        start = time.monotonic()
+        try:
+            for byte in b"GET /healthz HTTP/1.1\r\nhost: gw\r\nx-slow: " + b"a" * 100:
+                s.sendall(bytes([byte]))
+                time.sleep(0.2)
+                if time.monotonic() - start > 5:
+                    break
+        except OSError:
+            pass
+        assert 0.8 < time.monotonic() - start < 3
+    with connect(gw.port) as s:  # a connection that sends nothing is closed, with no answer
+        s.settimeout(3.0)
+        assert s.recv(10) == b""
+    with connect(gw.port) as s:  # a keep-alive connection's next request has its own deadline
+        s.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+        assert answer(s)[0] == 200
+        time.sleep(1.5)  # idle (the keep-alive timeout is 5 s), then a slow head
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert answer(s)[0] == 408
+
+
+def test_a_body_that_trickles_gets_408(gw: Gateway) -> None:
+    body = chat_body(1000)
+    with connect(gw.port) as s:
+        s.sendall(CHAT + b"content-length: %d\r\n\r\n" % len(body) + body[:500])
+        start = time.monotonic()
+        status, _, reply = answer(s)
+        assert status == 408 and openai_error(reply)["code"] == "request_timeout"
+        assert 0.8 < time.monotonic() - start < 3 and closed(s)
+    with connect(gw.port) as s:  # sent whole within the deadline: answered
+        s.sendall(CHAT + b"content-length: %d\r\n\r\n" % len(body) + body[:500])
+        time.sleep(0.3)
+        s.sendall(body[500:])
+        assert answer(s)[0] == 200
+
+
+def test_a_body_past_max_body_bytes_gets_413_as_soon_as_it_passes(gw: Gateway) -> None:
+    with connect(gw.port) as s:  # at the limit: served
+        body = chat_body(100_000)
+        s.sendall(CHAT + b"content-length: %d\r\n\r\n" % len(body) + body)
+        assert answer(s)[0] == 200
+    with connect(gw.port) as s:  # a Content-Length past it: 413 before a byte of the body is sent
+        s.sendall(CHAT + b"content-length: 300000000\r\nx-request-id: mine-1\r\n\r\n")
+        status, headers, reply = answer(s)
+        assert status == 413 and headers["x-request-id"] == "mine-1"
+        error = openai_error(reply)
+        assert error["code"] == "request_too_large" and error["type"] == "invalid_request_error"
+    with connect(gw.port) as s:  # chunked: 413 once 150 kB came, with the upload still open
+        s.sendall(CHAT + b"transfer-encoding: chunked\r\n\r\n")
+        for _ in range(15):
+            s.sendall(b"%x\r\n%s\r\n" % (10_000, b"x" * 10_000))
+        status, _, reply = answer(s)
+        assert status == 413 and openai_error(reply)["code"] == "request_too_large"
+        for _ in range(100):  # the rest of the upload is read and dropped; the connection stays usable
+            s.sendall(b"%x\r\n%s\r\n" % (10_000, b"x" * 10_000))
+        s.sendall(b"0\r\n\r\nGET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+        assert answer(s)[0] == 200
+
+    def upload() -> None:  # 300 MB chunked (the trial: +400 MB before the 413)
+        with connect(gw.port) as s:
+            s.sendall(CHAT + b"transfer-encoding: chunked\r\n\r\n")
+            sent, chunk = 0, b"%x\r\n%s\r\n" % (1 << 20, b"x" * (1 << 20))
+            try:
+                while sent < 300_000_000:
+                    s.sendall(chunk)
+                    sent += len(chunk)
+            except OSError:  # the gateway closed it: the rest did not come within the body deadline
+                pass
+
+    before, peak = peak_rss(gw, [upload])
+    assert peak - before < 30, f"RSS went from {before:.0f} MB to {peak:.0f} MB"
+
+
+def test_connections_past_max_connections_get_503(tmp_path: Path) -> None:
+    assert connection_limit(GatewayConfig().limits) == 2 * GatewayConfig().limits.max_in_flight
+    with emulator("H100-SXM", time_scale=0.0) as emu, serving(config_for(emu, max_connections=8), tmp_path) as g:
+        idle = [connect(g.port) for _ in range(8)]
+        time.sleep(0.2)
+        with connect(g.port) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+            status, headers, body = answer(s)
+        assert status == 503 and headers["retry-after"] == "1" and headers["connection"] == "close"
+        assert openai_error(body)["code"] == "too_many_connections"
+        for sock in idle:
+            sock.close()
+        time.sleep(0.2)
+        assert http("GET", f"{g.url}/healthz").status == 200
