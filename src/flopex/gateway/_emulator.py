@@ -39,6 +39,9 @@ class EmulatorFaults:
     slow: float = 1.0  # multiply every delay
     die_after: int = 0  # exit the process after this many requests (0: never)
     drop_rate: float = 0.0  # share of streams whose connection drops mid-answer
+    stall: bool = False  # a stuck engine: streams send their headers and then nothing; plain answers never come
+    bad_request_status: int = 400  # the answer to a request it cannot read (some servers answer 500)
+    poison: str = ""  # a request whose body holds this text is answered with a 500, as by an engine crashing on it
 
 
 class _Stream(Seq):
@@ -227,6 +230,18 @@ async def _tokens(deployment: _Deployment, answer: _Answer, overhead_s: float, d
 _EMBEDDING_FIELDS = {"input", "model", "encoding_format", "dimensions", "user"}
 
 
+async def _stalled(stream: bool) -> Response:
+    """A stuck engine's answer: a stream's headers and then nothing, or nothing at all."""
+
+    async def nothing() -> AsyncIterator[bytes]:
+        await asyncio.sleep(3600)
+        yield b""
+
+    if not stream:
+        await asyncio.sleep(3600)
+    return StreamingResponse(nothing(), media_type="text/event-stream")
+
+
 async def _embeddings(request: Request) -> Response:
     """Zero vectors of eight dimensions, one per input, with token usage."""
     try:
@@ -266,19 +281,24 @@ def create_emulator(model: str, replica: Replica, *, time_scale: float = 1.0, ma
         return None
 
     async def handle(request: Request, chat: bool) -> Response:
+        body = await request.body()
         try:
-            payload = json.loads(await request.body())
+            payload = json.loads(body)
         except ValueError:
             return _error(400, "the request body is not valid JSON", "invalid_json")
         if not isinstance(payload, dict):
             return _error(400, "the request body must be a JSON object", "invalid_json")
+        if faults.poison and faults.poison.encode() in body:
+            return _error(500, "emulated crash on this input", "emulated_error")
         if (failed := await faulty()) is not None:
             return failed
+        if faults.stall:
+            return await _stalled(bool(payload.get("stream")))
         if deployment.waiting >= deployment.max_queue:
             return _error(429, "queue full", "queue_full", "rate_limit_error")
         lengths = _lengths(payload, chat)
         if isinstance(lengths, str):
-            return _error(400, lengths, "invalid_value")
+            return _error(faults.bad_request_status, lengths, "invalid_value")
         if not deployment.fits(*lengths):
             return _error(400, f"{sum(lengths)} tokens exceed the KV cache of a replica", "context_length_exceeded")
         answer = _Answer(chat, payload.get("model"), *lengths)
