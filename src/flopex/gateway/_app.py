@@ -34,6 +34,7 @@ from flopex.gateway._limits import body_limit
 from flopex.gateway._prompt import prompt_tokens
 from flopex.gateway._tenancy import Admission, Tenancy
 from flopex.gateway._tenant_api import tenant_routes
+from flopex.gateway._validate import request_problem
 
 __all__ = ["create_app", "error_response"]
 
@@ -190,6 +191,10 @@ class Gateway:
         self, request: Request, path: str, payload: dict[str, Any], pool: Pool, body: bytes, rid: str,
         adm: Admission | None,
     ) -> Response:  # fmt: skip
+        problem = request_problem(path, payload)
+        if problem is not None:  # the client's mistake: no backend sees it
+            await self._finish(adm, None, None, 400)
+            return self._tag(problem.response(rid), adm)
         model = pool.model
         jurisdiction = request.headers.get("x-flopex-jurisdiction")
         stream = bool(payload.get("stream"))
