@@ -4,6 +4,7 @@ retries before the first byte, streams with a label in the final usage chunk, an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -11,7 +12,7 @@ import random
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +20,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -29,7 +31,8 @@ from flopex.errors import did_you_mean
 from flopex.gateway._backends import BackendState, Pool
 from flopex.gateway._config import BackendSpec, GatewayConfig
 from flopex.gateway._errors import JSONResponse, error_response
-from flopex.gateway._labels import Attempt, MeterCollector, Metering, label_headers
+from flopex.gateway._inflight import Call, Retry, Upstream, client_left, error_event, unless_left
+from flopex.gateway._labels import MeterCollector, Metering, label_headers
 from flopex.gateway._limits import body_limit
 from flopex.gateway._prompt import prompt_tokens
 from flopex.gateway._tenancy import Admission, Tenancy
@@ -115,28 +118,49 @@ class Gateway:
             await self.session.close()
 
     async def _health_loop(self) -> None:
-        """Active checks: GET {base_url}/models; a failure counts like a failed request."""
-        h = self.config.health
-        while True:
-            await asyncio.sleep(h.interval_s)
-            for pool in self.pools.values():
-                for s in pool.states:
-                    if s.spec.hosted:
-                        continue
-                    ok = await self._probe(s.spec)
-                    if ok and s.ejected_until > 0 and time.monotonic() >= s.ejected_until:
-                        s.succeeded()
-                    elif not ok and s.failed(time.monotonic(), h.eject_after_failures, h.backoff_s, h.max_backoff_s):
-                        self.metrics.ejections.labels(s.spec.id).inc()
-
-    async def _probe(self, spec: BackendSpec) -> bool:
-        assert self.session is not None
+        """Active checks every `interval_s`, each backend's on its own (a slow answer delays no other check)."""
+        probes: dict[str, asyncio.Task[None]] = {}
         try:
-            timeout = aiohttp.ClientTimeout(total=2.0)
-            async with self.session.get(f"{spec.base_url}/models", headers=self._auth(spec), timeout=timeout) as r:
-                return r.status < 500
+            while True:
+                await asyncio.sleep(self.config.health.interval_s)
+                for pool in self.pools.values():
+                    for s in pool.states:
+                        running = probes.get(s.spec.id)
+                        if not s.spec.hosted and (running is None or running.done()):
+                            probes[s.spec.id] = asyncio.create_task(self._probe(s))
+        finally:
+            for task in probes.values():
+                task.cancel()
+
+    async def _probe(self, state: BackendState) -> None:
+        """One active check. A backend in service must answer GET /models within 2 s (a failure counts like a
+        failed request). An ejected one whose backoff has passed gets the half-open probe, a one-token answer
+        within the first-byte deadline (its /models may answer while its engine hangs), which restores it or
+        ejects it again. One still in its backoff, or with a probe out, is left alone."""
+        assert self.session is not None
+        spec = state.spec
+        if state.probing or time.monotonic() < state.ejected_until:
+            return
+        half_open = state.ejected_until > 0
+        if half_open:
+            state.probing = True
+            ping = {"model": spec.upstream_model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+            limit = aiohttp.ClientTimeout(total=self._first_byte_s(state, 1, 1, stream=False))
+            check = self.session.post(f"{spec.base_url}/chat/completions", json=ping, headers=self._auth(spec),
+                                      timeout=limit)  # fmt: skip
+        else:
+            limit = aiohttp.ClientTimeout(total=2.0)
+            check = self.session.get(f"{spec.base_url}/models", headers=self._auth(spec), timeout=limit)
+        try:
+            async with check as r:
+                await r.read()
+                ok = r.status < 500  # a 4xx (a model that does not chat, say) is an answer
         except (aiohttp.ClientError, TimeoutError):
-            return False
+            ok = False
+        if not ok:
+            self._failed(state)
+        elif half_open:
+            state.succeeded()
 
     @staticmethod
     def _auth(spec: BackendSpec) -> dict[str, str]:
@@ -191,44 +215,88 @@ class Gateway:
         self, request: Request, path: str, payload: dict[str, Any], pool: Pool, body: bytes, rid: str,
         adm: Admission | None,
     ) -> Response:  # fmt: skip
+        """Check the request, then try the pool's backends until one answers, for as long as the client stays."""
         problem = request_problem(path, payload)
         if problem is not None:  # the client's mistake: no backend sees it
             await self._finish(adm, None, None, 400)
             return self._tag(problem.response(rid), adm)
-        model = pool.model
-        jurisdiction = request.headers.get("x-flopex-jurisdiction")
+        call = self._call(request, path, payload, pool, rid, adm)
+        left = asyncio.ensure_future(client_left(request))
+        try:
+            outcome = await unless_left(left, self._begin(call))
+        except BaseException:
+            if call.current is not None:
+                call.settle(call.current)
+            raise
+        finally:
+            left.cancel()
+        if outcome is None:
+            await self._abandon(call)
+            return self._tag(error_response(499, "the client closed the request", "client_closed_request", rid), adm)
+        if isinstance(outcome, Upstream):
+            headers = {"x-request-id": rid, "x-flopex-backend": outcome.state.spec.id, "cache-control": "no-cache"}
+            outcome = StreamingResponse(self._relay(call, outcome), media_type="text/event-stream", headers=headers,
+                                        background=BackgroundTask(self._abandon, call))  # fmt: skip
+        return self._tag(outcome, adm)
+
+    def _call(
+        self, request: Request, path: str, payload: dict[str, Any], pool: Pool, rid: str, adm: Admission | None
+    ) -> Call:
         stream = bool(payload.get("stream"))
-        options = payload.get("stream_options") or {}
-        want_usage = stream and bool(isinstance(options, dict) and options.get("include_usage"))
+        want_usage = stream and bool((payload.get("stream_options") or {}).get("include_usage"))
+        jurisdiction = request.headers.get("x-flopex-jurisdiction")
         route = pool.request(prompt_tokens(payload), self._prefix_key(pool, payload), jurisdiction)
         tried: set[str] = set(adm.excluded) if adm is not None else set()
-        last_error: Response | None = None
-        start = time.perf_counter()
-        for attempt in range(self.config.max_retries + 1):
-            state = pool.choose(route, tried, self.rng)
+        return Call(pool, route, path, payload, rid, adm, stream, want_usage, tried)
+
+    async def _begin(self, call: Call) -> Response | Upstream:
+        """The first answer: a response, or a stream whose first line came within `keepalive_after_s` or has not
+        come yet (the client is then answered, and kept alive while it waits). Until then it fails over."""
+        result = await self._open(call)
+        while isinstance(result, Upstream):
+            first = await result.first_line(self.config.timeouts.keepalive_after_s, call.rid)
+            if not isinstance(first, Retry):
+                return result
+            self._fail(call, result, first)
+            result = await self._open(call)
+        return result
+
+    async def _open(self, call: Call) -> Response | Upstream:
+        """Try backends not yet tried (`max_retries` more at most) until one answers: its response, or its stream
+        once the upstream has taken it. An answer counts the failures the request met before against their
+        backends; with no backend left, the last error."""
+        while call.attempts <= self.config.max_retries:
+            state = call.pool.choose(call.route, call.tried, self.rng)
             if state is None:
                 break
-            tried.add(state.spec.id)
-            if attempt:
-                self.metrics.retries.labels(model).inc()
-            upstream = dict(payload, model=state.spec.upstream_model)
-            if stream:
-                upstream["stream_options"] = dict(options if isinstance(options, dict) else {}, include_usage=True)
-            result = await self._attempt(state, path, upstream, stream, want_usage, rid, start, adm)
-            if isinstance(result, _Retry):
-                last_error = result.response
+            call.tried.add(state.spec.id)
+            if call.attempts:
+                self.metrics.retries.labels(call.pool.model).inc()
+            call.attempts += 1
+            result = await self._attempt(state, call)
+            if isinstance(result, Retry):
                 continue
-            return self._tag(result, adm)
-        if last_error is None:
-            busy = any(s.in_flight >= s.spec.max_concurrency for s in pool.states)
-            if busy:
-                message = f"every backend of {model} is at its concurrency limit"
-                last_error = error_response(429, message, "backends_busy", rid, 1)
-            else:
-                last_error = error_response(503, f"no healthy backend for {model}", "no_backend", rid,
-                                            self.config.health.backoff_s)  # fmt: skip
-        await self._finish(adm, None, None, last_error.status_code)
-        return self._tag(last_error, adm)
+            if isinstance(result, Upstream) or result.status_code < 300:
+                for suspect in call.suspects:
+                    self._failed(suspect)
+                call.suspects.clear()
+            return result
+        return await self._give_up(call)
+
+    async def _give_up(self, call: Call) -> Response:
+        """No backend answered: the last error, or why no backend could be tried."""
+        error = call.last_error
+        model, states = call.pool.model, call.pool.states
+        if error is None and any(s.in_flight >= s.spec.max_concurrency for s in states):
+            error = error_response(429, f"every backend of {model} is at its concurrency limit", "backends_busy",
+                                   call.rid, 1)  # fmt: skip
+        elif error is None:
+            now = time.monotonic()
+            back = min((s.ejected_until - now for s in states if s.ejected_until > now), default=None)
+            error = error_response(503, f"no healthy backend for {model}", "no_backend", call.rid,
+                                   back or self.config.health.backoff_s)  # fmt: skip
+        await self._book(call.adm, None, None, error.status_code)
+        return error
 
     @staticmethod
     def _tag(response: Response, adm: Admission | None) -> Response:
@@ -254,184 +322,225 @@ class Gateway:
         )
         return zlib.crc32(text.encode())
 
-    async def _attempt(
-        self,
-        state: BackendState,
-        path: str,
-        upstream: dict[str, Any],
-        stream: bool,
-        want_usage: bool,
-        rid: str,
-        start: float,
-        adm: Admission | None,
-    ) -> Response | _Retry:
-        """One upstream attempt: a response to return, or `_Retry` (with the error to return if none is left)."""
+    async def _attempt(self, state: BackendState, call: Call) -> Response | Upstream | Retry:
+        """One upstream attempt, bounded by its first-byte deadline: a response to return, a stream the upstream
+        has taken, or `Retry` (the attempt settled, and blamed as its failure says)."""
         assert self.session is not None
         spec, t = state.spec, self.config.timeouts
+        body = dict(call.payload, model=spec.upstream_model)
+        if call.stream:
+            body["stream_options"] = dict(call.payload.get("stream_options") or {}, include_usage=True)
+        up = self._send(state, call, prompt_tokens(body))
+        within = asyncio.timeout(self._first_byte_s(state, up.prompt, _answer_bound(call), call.stream))
+        headers = {"content-type": "application/json", "x-request-id": call.rid, **self._auth(spec)}
+        limits = aiohttp.ClientTimeout(total=t.total_s, connect=t.connect_s)
+        try:
+            async with within:
+                up.resp = await self.session.post(f"{spec.base_url}/{call.path}", data=json.dumps(body),
+                                                  headers=headers, timeout=limits)  # fmt: skip
+                if call.stream and up.resp.status < 400:
+                    up.first = asyncio.ensure_future(up.resp.content.readline())
+                    up.deadline = within.when() or 0.0
+                    return up
+                text = await up.resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if within.expired():  # no answer in time: the backend may hang, or no backend can answer this in time
+                late = error_response(504, f"backend {spec.id} sent no first byte in time", "upstream_timeout",
+                                      call.rid, 1)  # fmt: skip
+                return self._fail(call, up, Retry(late, "unsure"))
+            code, why = 504 if isinstance(exc, TimeoutError) else 502, f"backend {spec.id} failed: {type(exc).__name__}"
+            lost = error_response(code, why, "upstream_error", call.rid, 1)
+            return self._fail(call, up, Retry(lost, "backend"))
+        if up.resp.status >= 400:
+            return await self._refused(call, up, text)
+        return await self._answered(call, up, text)
+
+    def _send(self, state: BackendState, call: Call, prompt: int) -> Upstream:
+        """An attempt goes to `state`'s backend: in flight there, and started on its meter."""
+        gauge = self.metrics.in_flight.labels(state.spec.id)
+        meter = self.metering.begin(state, prompt, call.stream, None if call.adm is None else call.adm.cap_usd)
+
+        def leave() -> None:
+            state.in_flight -= 1
+            self.in_flight -= 1
+            gauge.dec()
+
         state.in_flight += 1
         self.in_flight += 1
-        gauge = self.metrics.in_flight.labels(spec.id)
         gauge.inc()
-        attempt = self.metering.begin(state, prompt_tokens(upstream), stream, None if adm is None else adm.cap_usd)
-        released = False
+        call.current = Upstream(state, meter, prompt, leave)
+        return call.current
 
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                attempt.end(billed=False)  # a no-op once labelled; else the backend's time it took goes unbilled
-                state.in_flight -= 1
-                self.in_flight -= 1
-                gauge.dec()
+    def _first_byte_s(self, state: BackendState, prompt: int, max_tokens: int | None, stream: bool) -> float:
+        """How long an attempt waits for its first byte: `first_byte_s` past the time the backend is expected to
+        take to it, its TTFT (longer for a long prompt) and, for an answer that is not streamed (whose first byte
+        comes with its last), its tokens at twice the TPOT; `total_s` for an answer of no known length."""
+        t, spec = self.config.timeouts, state.spec
+        expected = max(state.ttft, spec.ttft_s) * max(1.0, prompt / 1000)
+        if not stream and max_tokens is None:
+            return t.total_s
+        if not stream and max_tokens:
+            expected += 2 * max_tokens * max(state.tpot, spec.tpot_s)
+        return min(t.total_s, t.first_byte_s + expected)
 
-        headers = {"content-type": "application/json", "x-request-id": rid, **self._auth(spec)}
-        timeout = aiohttp.ClientTimeout(
-            total=t.total_s, connect=t.connect_s, sock_read=max(t.first_byte_s, t.between_chunks_s)
-        )
+    async def _refused(self, call: Call, up: Upstream, text: bytes) -> Response | Retry:
+        """An upstream error status. A 429 (backpressure) and a 5xx (the backend's fault or the request's) go on
+        to another backend; another 4xx is the client's mistake: passed through, not retried, not counted."""
+        assert up.resp is not None
+        status, spec = up.resp.status, up.state.spec
+        headers = {"x-request-id": call.rid}
+        if status == 429 or status >= 500:
+            self.metrics.requests.labels(spec.model, spec.id, str(status)).inc()
+            headers["retry-after"] = up.resp.headers.get("retry-after", "1")
+            answer = Response(text, status_code=status, media_type="application/json", headers=headers)
+            return self._fail(call, up, Retry(answer, "unsure" if status >= 500 else "none"))
+        call.settle(up, complete=True)
+        up.state.released()
+        await self._book(call.adm, spec, None, status)
+        return Response(text, status_code=status, media_type="application/json", headers=headers)
+
+    async def _answered(self, call: Call, up: Upstream, text: bytes) -> Response | Retry:
+        """A whole answer: labelled with what it took of its backend, which is credited; the request settled."""
+        spec = up.state.spec
         try:
-            resp = await self.session.post(
-                f"{spec.base_url}/{path}", data=json.dumps(upstream), headers=headers, timeout=timeout
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            release()
-            self._failed(state)
-            code = 504 if isinstance(exc, TimeoutError) else 502
-            return _Retry(
-                error_response(code, f"backend {spec.id} failed: {type(exc).__name__}", "upstream_error", rid, 1)
-            )
-        if resp.status >= 500 or resp.status == 429:
-            text = await resp.read()
-            resp.release()
-            release()
-            if resp.status >= 500:
-                self._failed(state)
-            self.metrics.requests.labels(spec.model, spec.id, str(resp.status)).inc()
-            after = resp.headers.get("retry-after", "1")
-            headers = {"x-request-id": rid, "retry-after": after}
-            retry = Response(text, status_code=resp.status, media_type="application/json", headers=headers)
-            return _Retry(retry)
-        if resp.status >= 400:  # the client's mistake: pass it through unchanged
-            text = await resp.read()
-            resp.release()
-            release()
-            state.succeeded()
-            await self._finish(adm, spec, None, resp.status)
-            return Response(text, status_code=resp.status, media_type="application/json", headers={"x-request-id": rid})
-        if not stream:
-            try:
-                data = await resp.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                resp.release()
-                release()
-                self._failed(state)
-                return _Retry(
-                    error_response(502, f"backend {spec.id} sent an unreadable answer", "upstream_error", rid, 1)
-                )
-            usage = data.get("usage") if isinstance(data, dict) else None
-            prompt, completion, counted = _tokens(usage, data)
-            label = attempt.label(prompt, completion, counted)
-            resp.release()
-            release()
-            elapsed = time.perf_counter() - start
-            state.succeeded()
-            if isinstance(data, dict):
-                data.setdefault("usage", {})
-                if isinstance(data["usage"], dict):
-                    data["usage"]["cost"] = label.cost_usd
-                data["flopex"] = label.model_dump(mode="json")
-            self._served(spec, label, elapsed)
-            await self._finish(adm, spec, label, 200)
-            return JSONResponse(data, headers={"x-request-id": rid, **label_headers(label)})
-        return await self._stream(state, attempt, resp, release, want_usage, rid, start, adm)
+            data = json.loads(text)
+        except ValueError:
+            error = error_response(502, f"backend {spec.id} sent an unreadable answer", "upstream_error", call.rid, 1)
+            return self._fail(call, up, Retry(error, "backend"))
+        usage = data.get("usage") if isinstance(data, dict) else None
+        label = up.meter.label(*_tokens(usage, data))
+        call.settle(up, complete=True)
+        up.state.succeeded()
+        if isinstance(data, dict):
+            data.setdefault("usage", {})
+            if isinstance(data["usage"], dict):
+                data["usage"]["cost"] = label.cost_usd
+            data["flopex"] = label.model_dump(mode="json")
+        self._served(spec, label, time.perf_counter() - call.start)
+        await self._book(call.adm, spec, label, 200)
+        return JSONResponse(data, headers={"x-request-id": call.rid, **label_headers(label)})
 
-    async def _stream(
-        self, state: BackendState, attempt: Attempt, resp: aiohttp.ClientResponse, release: Any, want_usage: bool,
-        rid: str, start: float, adm: Admission | None,
-    ) -> Response | _Retry:  # fmt: skip
-        spec, t = state.spec, self.config.timeouts
-        first = asyncio.ensure_future(resp.content.readline())
-        done, _ = await asyncio.wait({first}, timeout=t.keepalive_after_s)
-        if done:
-            try:
-                line = first.result()
-            except (aiohttp.ClientError, TimeoutError):
-                line = b""
-            if not line:  # nothing came back: fail over while the client has seen nothing
-                resp.release()
-                release()
-                self._failed(state)
-                return _Retry(
-                    error_response(
-                        502, f"backend {spec.id} closed the stream before the first token", "upstream_error", rid, 1
-                    )
-                )
+    def _fail(self, call: Call, up: Upstream, retry: Retry) -> Retry:
+        """An attempt failed before its client saw a token. The backend's fault counts now; one that may be the
+        request's counts once another backend answers the request (see `_inflight`)."""
+        call.settle(up)
+        call.last_error = retry.response
+        if retry.blame == "backend":
+            self._failed(up.state)
+        else:
+            up.state.released()
+            if retry.blame == "unsure":
+                call.suspects.append(up.state)
+        return retry
 
-        async def body() -> AsyncIterator[bytes]:
-            usage: dict[str, Any] | None = None
-            chunks = 0
-            first_token: float | None = None
-            label: Label | None = None
-            ok = False
-            try:
-                pending = first
-                while not pending.done():  # keep the connection alive until the first token
+    async def _relay(self, call: Call, up: Upstream) -> AsyncIterator[bytes]:
+        """The client's event stream: keep-alive comments until the first line, failing over to another backend
+        until then (the client has seen no token); then the upstream's lines. A client that leaves stops the
+        upstream and is billed for what it used."""
+        try:
+            while (first := await up.first_line(self.config.timeouts.keepalive_after_s, call.rid)) is not True:
+                if not isinstance(first, Retry):
                     yield b": keep-alive\n\n"
-                    await asyncio.wait({pending}, timeout=t.keepalive_after_s)
-                    if time.perf_counter() - start > t.first_byte_s:
-                        raise TimeoutError("no first byte")
-                line = pending.result()
-                while line:
-                    if line.startswith(b"data: [DONE]"):
-                        if label is None:  # no usage chunk came: the gateway's count of the chunks
-                            label = attempt.label(*_tokens(usage, None, chunks))
-                        if adm is not None:  # on the ledger before the client ends
-                            ttft = None if first_token is None else first_token - start
-                            await self._finish(adm, spec, label, 200, ttft)
-                    elif line.startswith(b"data: "):
-                        if first_token is None:
-                            first_token = time.perf_counter()
-                            attempt.first_token()
-                        chunks += 1
-                        if b'"usage"' in line:
-                            event = json.loads(line[6:])
-                            if isinstance(event, dict) and event.get("usage"):
-                                usage = event["usage"]
-                                if not event.get("choices"):  # the final usage chunk: the answer is complete
-                                    label = attempt.label(*_tokens(usage, None))
-                                    if not want_usage:
-                                        line = await asyncio.wait_for(resp.content.readline(), t.between_chunks_s)
-                                        continue
-                                    usage["cost"] = label.cost_usd
-                                    event["flopex"] = label.model_dump(mode="json")
-                                    line = b"data: " + json.dumps(event).encode() + b"\n"
-                    yield line
-                    line = await asyncio.wait_for(resp.content.readline(), t.between_chunks_s)
-                ok = True
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                self.metrics.stream_errors.labels(spec.id).inc()
-                error = {"error": {"message": f"backend {spec.id} failed mid-stream: {type(exc).__name__}",
-                                   "type": "api_error", "param": None, "code": "upstream_stream_error"}}  # fmt: skip
-                # a blank line first closes any event the upstream left half-sent
-                yield b"\ndata: " + json.dumps(error).encode() + b"\n\n"
-            finally:
-                if label is None and chunks:  # the stream broke after some of the answer: charged for what it took
-                    label = attempt.label(*_tokens(usage, None, chunks))
-                resp.release()
-                release()
-                if ok:
-                    state.succeeded()
-                    if first_token is not None:
-                        tpot = (time.perf_counter() - first_token) / max(chunks - 1, 1)
-                        state.observe(first_token - start, tpot)
-                    if label is not None:
-                        self._served(spec, label, time.perf_counter() - start)
-                else:
-                    self._failed(state)
-                ttft = None if first_token is None else first_token - start
-                await self._finish(adm, spec, label, 200 if ok else 502, ttft)
+                    continue
+                self._fail(call, up, first)
+                opened = await self._open(call)
+                if isinstance(opened, Response):
+                    yield error_event(opened)
+                    return
+                up = opened
+            async with contextlib.aclosing(self._lines(call, up)) as lines:
+                async for part in lines:
+                    yield part
+        except (asyncio.CancelledError, GeneratorExit):
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._abandon(call)
+            raise
 
-        headers = {"x-request-id": rid, "x-flopex-backend": spec.id, "cache-control": "no-cache"}
-        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    async def _lines(self, call: Call, up: Upstream) -> AsyncGenerator[bytes, None]:
+        """The upstream's lines from the first, each within `between_chunks_s` of the one before; the answer is
+        settled at its end, or ends with an error event where the backend fails mid-stream (its fault)."""
+        assert up.first is not None and up.resp is not None
+        line = up.first.result()
+        try:
+            while line:
+                out = await self._line(call, up, line)
+                if out is not None:
+                    yield out
+                line = await asyncio.wait_for(up.resp.content.readline(), self.config.timeouts.between_chunks_s)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            spec = up.state.spec
+            self.metrics.stream_errors.labels(spec.id).inc()
+            await self._ended(call, up, ok=False)
+            broke = f"backend {spec.id} failed mid-stream: {type(exc).__name__}"
+            yield error_event(error_response(502, broke, "upstream_stream_error"))
+            return
+        await self._ended(call, up, ok=True)
+
+    async def _line(self, call: Call, up: Upstream, line: bytes) -> bytes | None:
+        """One upstream line on its way to the client: tokens counted, the final usage chunk labelled (and kept
+        from a client that did not ask for usage); at [DONE] the request is on the ledger before the client ends."""
+        if line.startswith(b"data: [DONE]"):
+            if up.label is None:
+                up.label = up.meter.label(*up.counts("the upstream sent no usage"))
+            if call.adm is not None:
+                await self._book(call.adm, up.state.spec, up.label, 200, up.ttft(call.start))
+            return line
+        if not line.startswith(b"data: "):
+            return line
+        up.token()
+        if b'"usage"' not in line:
+            return line
+        event = json.loads(line[6:])
+        if not (isinstance(event, dict) and isinstance(event.get("usage"), dict)):
+            return line
+        up.usage = event["usage"]
+        if event.get("choices"):
+            return line
+        label = up.label = up.meter.label(*up.counts("upstream usage"))  # the final usage chunk: the answer is whole
+        if not call.want_usage:
+            return None
+        event["usage"]["cost"] = label.cost_usd
+        event["flopex"] = label.model_dump(mode="json")
+        return b"data: " + json.dumps(event).encode() + b"\n"
+
+    async def _ended(self, call: Call, up: Upstream, ok: bool) -> None:
+        """A stream's end: labelled with what it took (the gateway's count where no usage came); its backend
+        credited or, when the stream broke, blamed."""
+        spec = up.state.spec
+        if up.label is None and up.chunks:
+            up.label = up.meter.label(*up.counts("the stream broke before the upstream's usage"))
+        call.settle(up, complete=ok)
+        if ok:
+            up.state.succeeded()
+            up.state.observe(*up.speeds())
+            if up.label is not None:
+                self._served(spec, up.label, time.perf_counter() - call.start)
+        else:
+            self._failed(up.state)
+        await self._book(call.adm, spec, up.label, 200 if ok else 502, up.ttft(call.start))
+
+    async def _abandon(self, call: Call) -> None:
+        """The client left (a no-op once the request is settled): the attempt in flight stops, its upstream
+        connection closed, and is billed to the client for its prompt (the gateway's estimate where no usage
+        came) and the tokens streamed so far; the request is recorded as 499. Its backend is not blamed."""
+        up = call.current
+        if up is None:
+            await self._book(call.adm, None, None, 499)
+            return
+        spec = up.state.spec
+        label = up.label or up.meter.label(*up.counts("the client left before the upstream's usage"))
+        call.settle(up)
+        up.state.released()
+        self.metrics.requests.labels(spec.model, spec.id, "499").inc()
+        self.metrics.cost.labels(spec.model, spec.id).inc(label.cost_usd)
+        if label.energy_wh_facility is not None:
+            self.metrics.energy.labels(spec.model, spec.id).inc(label.energy_wh_facility)
+        await self._book(call.adm, spec, label, 499, up.ttft(call.start))
+
+    async def _book(self, adm: Admission | None, spec: BackendSpec | None, label: Label | None, status: int,
+                    ttft: float | None = None) -> None:  # fmt: skip
+        """`_finish`, run to its end even when the client leaves meanwhile (which cancels what serves it)."""
+        await asyncio.shield(self._finish(adm, spec, label, status, ttft))
 
     def _failed(self, state: BackendState) -> None:
         h = self.config.health
@@ -481,15 +590,6 @@ def _parse(body: bytes) -> Any:
     return payload
 
 
-class _Retry:
-    """An attempt that failed in a way another backend may not: `response` is what to return if none is left."""
-
-    __slots__ = ("response",)
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
-
-
 def _tokens(usage: Any, data: Any, chunks: int = 0) -> tuple[int, int, str]:
     """(prompt, completion, how counted): the upstream's usage, else the gateway's own count."""
     if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
@@ -499,6 +599,14 @@ def _tokens(usage: Any, data: Any, chunks: int = 0) -> tuple[int, int, str]:
     if chunks:
         return 0, chunks, "gateway count of streamed chunks (the upstream sent no usage)"
     return 0, 0, "unknown (the upstream sent no usage)"
+
+
+def _answer_bound(call: Call) -> int | None:
+    """The most tokens the answer can have: what the request asks for (none for embeddings), else unknown."""
+    if call.path == "embeddings":
+        return 0
+    asked = call.payload.get("max_completion_tokens", call.payload.get("max_tokens"))
+    return asked if isinstance(asked, int) else None
 
 
 def _model(name: str) -> dict[str, Any]:

@@ -73,12 +73,21 @@ class BackendState:
         self.probing = False
         self.served += 1
 
+    def released(self) -> None:
+        """An attempt ended with no verdict on the backend (its client left, the answer was the client's error,
+        or the failure may be the request's own): another half-open probe may go."""
+        self.probing = False
+
     def failed(self, now: float, eject_after: int, backoff_s: float, max_backoff_s: float) -> bool:
-        """Count a failure; eject (with doubling backoff) after `eject_after` in a row. True when ejected now."""
+        """Count a failure that is the backend's fault; eject (with doubling backoff) after `eject_after` in a row,
+        or when a half-open probe fails. Attempts sent before an ejection that fail during it do not lengthen
+        it. True when ejected now."""
         self.errors += 1
         self.failures += 1
         was_probe = self.probing
         self.probing = False
+        if now < self.ejected_until:
+            return False
         if self.failures >= eject_after or was_probe:
             self.backoff = min(max_backoff_s, self.backoff * 2 if self.backoff else backoff_s)
             self.ejected_until = now + self.backoff
