@@ -34,6 +34,7 @@ from flopex.gateway._errors import JSONResponse, error_response
 from flopex.gateway._inflight import Call, Retry, Upstream, client_left, error_event, unless_left
 from flopex.gateway._labels import MeterCollector, Metering, label_headers
 from flopex.gateway._limits import body_limit
+from flopex.gateway._openapi import openapi
 from flopex.gateway._prompt import prompt_tokens
 from flopex.gateway._tenancy import Admission, Tenancy
 from flopex.gateway._tenant_api import tenant_routes
@@ -721,6 +722,7 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{model:path}", model, methods=["GET"]),
+            Route("/openapi.json", lambda request: JSONResponse(openapi(sorted(gw.pools))), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

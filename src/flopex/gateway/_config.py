@@ -77,8 +77,11 @@ class Endpoint(_Strict):
 
 class Timeouts(_Strict):
     connect_s: PositiveFloat = 2.0
-    first_byte_s: PositiveFloat = 60.0
-    between_chunks_s: PositiveFloat = 30.0
+    first_byte_s: PositiveFloat = Field(
+        5.0, description="past the backend's expected time to first token (longer for long prompts): then it counts "
+        "as hung and the request fails over"
+    )
+    between_chunks_s: PositiveFloat = 10.0
     total_s: PositiveFloat = 600.0
     keepalive_after_s: PositiveFloat = 2.0
 
@@ -102,10 +105,10 @@ class Limits(_Strict):
 
 
 class Health(_Strict):
-    interval_s: PositiveFloat = 5.0
+    interval_s: PositiveFloat = 2.0
     eject_after_failures: PositiveInt = 3
     backoff_s: PositiveFloat = 1.0
-    max_backoff_s: PositiveFloat = 30.0
+    max_backoff_s: PositiveFloat = 5.0
 
 
 class Tenants(_Strict):

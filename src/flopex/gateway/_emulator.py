@@ -299,6 +299,9 @@ def create_emulator(model: str, replica: Replica, *, time_scale: float = 1.0, ma
         lengths = _lengths(payload, chat)
         if isinstance(lengths, str):
             return _error(faults.bad_request_status, lengths, "invalid_value")
+        if sum(lengths) > replica.model.max_context:  # as vLLM answers a request longer than the model's window
+            return _error(400, f"This model's maximum context length is {replica.model.max_context:,} tokens; "
+                          f"this request asks for {sum(lengths):,}", "context_length_exceeded")  # fmt: skip
         if not deployment.fits(*lengths):
             return _error(400, f"{sum(lengths)} tokens exceed the KV cache of a replica", "context_length_exceeded")
         answer = _Answer(chat, payload.get("model"), *lengths)
