@@ -235,7 +235,8 @@ class Gateway:
             await self._abandon(call)
             return self._tag(error_response(499, "the client closed the request", "client_closed_request", rid), adm)
         if isinstance(outcome, Upstream):
-            headers = {"x-request-id": rid, "x-flopex-backend": outcome.state.spec.id, "cache-control": "no-cache"}
+            headers = {**_relayed(outcome), "x-request-id": rid, "x-flopex-backend": outcome.state.spec.id,
+                       "cache-control": "no-cache"}  # fmt: skip
             outcome = StreamingResponse(self._relay(call, outcome), media_type="text/event-stream", headers=headers,
                                         background=BackgroundTask(self._abandon, call))  # fmt: skip
         return self._tag(outcome, adm)
@@ -248,7 +249,7 @@ class Gateway:
         jurisdiction = request.headers.get("x-flopex-jurisdiction")
         route = pool.request(prompt_tokens(payload), self._prefix_key(pool, payload), jurisdiction)
         tried: set[str] = set(adm.excluded) if adm is not None else set()
-        return Call(pool, route, path, payload, rid, adm, stream, want_usage, tried)
+        return Call(pool, route, path, payload, rid, adm, stream, want_usage, tried, _forwarded(request))
 
     async def _begin(self, call: Call) -> Response | Upstream:
         """The first answer: a response, or a stream whose first line came within `keepalive_after_s` or has not
@@ -288,6 +289,11 @@ class Gateway:
         """No backend answered: the last error, or why no backend could be tried."""
         error = call.last_error
         model, states = call.pool.model, call.pool.states
+        place = call.route.jurisdiction
+        if error is None and place is not None and not any(place.upper() in s.spec.jurisdictions for s in states):
+            served = sorted({j for s in states for j in s.spec.jurisdictions}) or ["none"]
+            error = error_response(400, f"no backend of {model} serves jurisdiction {place!r} (x-flopex-jurisdiction);"
+                                   f" its backends serve {', '.join(served)}", "jurisdiction_unavailable", call.rid)
         if error is None and any(s.in_flight >= s.spec.max_concurrency for s in states):
             error = error_response(429, f"every backend of {model} is at its concurrency limit", "backends_busy",
                                    call.rid, 1)  # fmt: skip
@@ -333,12 +339,13 @@ class Gateway:
             body["stream_options"] = dict(call.payload.get("stream_options") or {}, include_usage=True)
         up = self._send(state, call, prompt_tokens(body))
         within = asyncio.timeout(self._first_byte_s(state, up.prompt, _answer_bound(call), call.stream))
-        headers = {"content-type": "application/json", "x-request-id": call.rid, **self._auth(spec)}
+        headers = {**call.forward, "content-type": "application/json", "x-request-id": call.rid, **self._auth(spec)}
         limits = aiohttp.ClientTimeout(total=t.total_s, connect=t.connect_s)
+        data = json.dumps(body, ensure_ascii=False).encode()  # UTF-8 as sent: text is not inflated into escapes
         try:
             async with within:
-                up.resp = await self.session.post(f"{spec.base_url}/{call.path}", data=json.dumps(body),
-                                                  headers=headers, timeout=limits)  # fmt: skip
+                up.resp = await self.session.post(f"{spec.base_url}/{call.path}", data=data, headers=headers,
+                                                  timeout=limits)  # fmt: skip
                 if call.stream and up.resp.status < 400:
                     up.first = asyncio.ensure_future(up.resp.content.readline())
                     up.deadline = within.when() or 0.0
@@ -419,7 +426,7 @@ class Gateway:
             data["flopex"] = label.model_dump(mode="json")
         self._served(spec, label, time.perf_counter() - call.start)
         await self._book(call.adm, spec, label, 200)
-        return JSONResponse(data, headers={"x-request-id": call.rid, **label_headers(label)})
+        return JSONResponse(data, headers={**_relayed(up), "x-request-id": call.rid, **label_headers(label)})
 
     def _fail(self, call: Call, up: Upstream, retry: Retry) -> Retry:
         """An attempt failed before its client saw a token. The backend's fault counts now; one that may be the
@@ -558,6 +565,25 @@ class Gateway:
 
 
 _MAX_REQUEST_ID = 128
+# the client's headers that never go upstream: the connection's own, the gateway's credentials and its own headers
+_NOT_FORWARDED = frozenset({"host", "content-length", "content-type", "authorization", "cookie", "connection",
+                            "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization",
+                            "accept-encoding", "x-request-id", "expect"})  # fmt: skip
+# the upstream's headers a client of an OpenAI-compatible API reads
+_RELAYED_PREFIXES = ("x-ratelimit-", "openai-", "retry-after")
+
+
+def _forwarded(request: Request) -> dict[str, str]:
+    """The client's headers for the upstream (OpenAI-Organization, OpenAI-Project, its own x- headers...), less the
+    connection's, its credentials and flopex's own."""
+    return {k: v for k, v in request.headers.items() if k not in _NOT_FORWARDED and not k.startswith("x-flopex-")}
+
+
+def _relayed(up: Upstream) -> dict[str, str]:
+    """The upstream's rate-limit and OpenAI headers, for the client."""
+    if up.resp is None:
+        return {}
+    return {k.lower(): v for k, v in up.resp.headers.items() if k.lower().startswith(_RELAYED_PREFIXES)}
 
 
 def _caller_request_id(request: Request) -> str | None:

@@ -144,6 +144,7 @@ class Call:
     stream: bool
     want_usage: bool  # the client asked for the stream's usage chunk
     tried: set[str]
+    forward: dict[str, str] = field(default_factory=dict)  # the client's headers that go upstream as they are
     start: float = field(default_factory=time.perf_counter)
     attempts: int = 0
     suspects: list[BackendState] = field(default_factory=list)  # failures that count once another backend answers
