@@ -9,13 +9,11 @@ through Lua scripts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import json
 import logging
 import math
-import os
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import NoScriptError
 
+from flopex.ledger._journal import Journal, orphan_segments, replay_segments
 from flopex.ledger._store import Budget, KeyInfo, LedgerStore, UsageRecord, period_key
 
 log = logging.getLogger("flopex.ledger")
@@ -494,42 +493,41 @@ class RedisMeter:
 
 class UsageWriter:
     """Each record is appended to this process's journal before the answer leaves, then written to the
-    database in batches off the request path. Journals left by a process that died are replayed at start
-    (the request id makes replays idempotent); a clean stop removes its journal once all is written."""
+    database in batches off the request path; a journal segment is deleted once all of its records are written
+    (`_journal.py`), so the journal holds what is not yet written. At start, the segments of processes that died
+    are replayed (the request id makes replays idempotent); a clean stop writes what is left and removes its
+    journal."""
 
-    def __init__(self, store: LedgerStore, journal_dir: Path, batch: int = 500, interval_s: float = 0.05) -> None:
+    def __init__(
+        self, store: LedgerStore, journal_dir: Path, batch: int = 500, interval_s: float = 0.05,
+        segment_bytes: int = 1 << 20,
+    ) -> None:  # fmt: skip
         self.store = store
         self.dir = journal_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / f"journal-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-        self.file = self.path.open("a", encoding="utf-8")
-        self.queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=100_000)
+        self.journal = Journal(journal_dir, segment_bytes)  # opened by the first record or `start`
+        self.queue: asyncio.Queue[tuple[UsageRecord, int]] = asyncio.Queue(maxsize=100_000)
         self.batch = batch
         self.interval = interval_s
         self.task: asyncio.Task[None] | None = None
-        self.behind = False  # the queue overflowed or a write failed: replay the journal when the database answers
+        self.writing: asyncio.Future[int] | None = None  # the batch being written, if one is
+        self.behind = False  # the queue overflowed: some records are only in the journal
         self.written = 0
 
     def replay(self) -> int:
-        """Write every record of journals other than this process's, then remove them."""
+        """Write the journals of processes that died (not of live ones, which hold their locks), then delete them."""
         total = 0
-        for journal in sorted(self.dir.glob("journal-*.jsonl")):
-            if journal == self.path:
-                continue
-            records = [
-                UsageRecord(**json.loads(line))
-                for line in journal.read_text(encoding="utf-8").splitlines()
-                if line.strip()
-            ]
-            total += self.store.write(records)
-            journal.unlink()
+        for paths, delete in orphan_segments(self.dir, self.journal.owner):
+            total += replay_segments(paths, self._write_rows)
+            delete()
         return total
 
+    def _write_rows(self, rows: list[dict[str, Any]]) -> int:
+        return self.store.write(UsageRecord(**row) for row in rows)
+
     def record(self, r: UsageRecord) -> None:
-        self.file.write(json.dumps(r.row()) + "\n")
-        self.file.flush()  # in the kernel's hands: survives the process being killed
+        segment = self.journal.append(r.row())
         try:
-            self.queue.put_nowait(r)
+            self.queue.put_nowait((r, segment))
         except asyncio.QueueFull:
             self.behind = True
 
@@ -542,40 +540,61 @@ class UsageWriter:
                 batch.append(self.queue.get_nowait())
             await self._write(batch)
 
-    async def _write(self, batch: list[UsageRecord]) -> None:
+    async def _write(self, batch: list[tuple[UsageRecord, int]]) -> None:
         delay = 0.5
         while True:
+            # shielded: a stop that cancels this task waits for the write under way (`self.writing`)
+            self.writing = asyncio.ensure_future(asyncio.to_thread(self.store.write, [r for r, _ in batch]))
             try:
-                self.written += await asyncio.to_thread(self.store.write, batch)
-                if self.behind:
-                    self.behind = False
-                    await asyncio.to_thread(self._replay_own)
-                return
-            except Exception:  # the database is slow or down: the journal holds the records; try again
-                self.behind = True
+                self.written += await asyncio.shield(self.writing)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is slow or down: the journal holds the records; try again
+                self.writing = None
+                log.warning("usage records could not be written (retrying in %.1f s): %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+        self.writing = None
+        self.journal.written(segment for _, segment in batch)
+        if self.behind:
+            await self._catch_up()
 
-    def _replay_own(self) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        self.store.write([UsageRecord(**json.loads(line)) for line in lines if line.strip()])
+    async def _catch_up(self) -> None:
+        """The queue dropped records that only the journal holds: write the sealed segments from their files."""
+        self.behind = False
+        sealed = self.journal.seal()
+        try:
+            await asyncio.to_thread(replay_segments, sealed, self._write_rows)
+        except Exception as exc:  # try again after the next batch
+            log.warning("the journal could not be written to the database: %s", exc)
+            self.behind = True
+            return
+        self.journal.forget(sealed)
 
     def start(self) -> None:
+        if self.journal.file is None:
+            self.journal.open()
         self.task = asyncio.create_task(self.run())
 
     async def stop(self) -> None:
+        """Write what is left (from the journal, which holds the queue and any batch cut short) and remove the
+        journal; if the database cannot take it, keep the journal for the next start to replay."""
         if self.task is not None:
             self.task.cancel()
-        rest: list[UsageRecord] = []
-        while not self.queue.empty():
-            rest.append(self.queue.get_nowait())
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if self.writing is not None:  # a batch on its way: let it land first
+            with contextlib.suppress(Exception):
+                await self.writing
+        left = self.journal.seal()
         try:
-            await asyncio.to_thread(self.store.write, rest)
-            await asyncio.to_thread(self._replay_own)
-            self.file.close()
-            self.path.unlink()
-        except Exception:
-            self.file.close()  # keep the journal: the next start replays it
+            await asyncio.to_thread(replay_segments, left, self._write_rows)
+        except Exception as exc:
+            log.warning("usage records left in the journal for the next start (%s): %s", self.dir, exc)
+            self.journal.close(remove=False)
+            return
+        self.journal.close(remove=True)
 
 
 def reconcile_redis(url: str) -> int:
