@@ -1,6 +1,6 @@
 """What a client may cost `flopex serve` before it is authenticated, against real gateway processes over raw
 sockets: a request head past its byte limit or its deadline, a body past its size or its deadline, connections
-past the limit."""
+past the limit, and `--workers N` running N processes that all answer."""
 
 from __future__ import annotations
 
@@ -280,3 +280,65 @@ def test_connections_past_max_connections_get_503(tmp_path: Path) -> None:
             sock.close()
         time.sleep(0.2)
         assert http("GET", f"{g.url}/healthz").status == 200
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _holder(server_port: int, client_port: int, pids: list[int]) -> int | None:
+    """Which of `pids` holds the gateway's end of the connection from `client_port` (from /proc/net/tcp)."""
+    inode = next(
+        (f[9] for f in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+         if f[1].endswith(f":{server_port:04X}") and f[2].endswith(f":{client_port:04X}")),
+        None,
+    )  # fmt: skip
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def test_workers_are_processes_that_all_answer(tmp_path: Path) -> None:
+    with emulator("H100-SXM", time_scale=0.0) as emu, serving(config_for(emu), tmp_path, "--workers", "2") as g:
+        workers = _children(g.proc.pid)
+        answered: set[int] = set()
+        deadline = time.time() + 30
+        while len(answered) < 2 and time.time() < deadline:
+            socks = [connect(g.port) for _ in range(8)]
+            for s in socks:
+                s.sendall(b"GET /v1/models HTTP/1.1\r\nhost: gw\r\n\r\n")
+            for s in socks:
+                status, _, body = answer(s)
+                holder = _holder(g.port, s.getsockname()[1], workers)
+                if status == 200 and json.loads(body)["data"][0]["id"] == MODEL and holder is not None:
+                    answered.add(holder)
+                s.close()
+        log = g.log.read_text()
+    assert len(answered) == 2 and g.proc.pid not in answered, f"answered by {answered}; workers {workers}"
+    said = " ".join(log.split())
+    assert "2 worker processes share the port" in said and "own backend health, ejections" in said
+
+
+def test_workers_refuse_per_process_budgets(tmp_path: Path) -> None:
+    config = {"models": {MODEL: {"backends": [{"id": "h100", "base_url": "http://127.0.0.1:9/v1", "usd_per_hour": 2.0,
+              "tokens_per_s": 2000.0}]}}, "tenants": {"database_url": f"sqlite:///{tmp_path / 'l.db'}",
+              "journal_dir": str(tmp_path / "journal")}}  # fmt: skip
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run([sys.executable, "-m", "flopex", "serve", "--config", str(path), "--workers", "2",
+                           "--port", str(free_port())], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert done.returncode == 2 and "tenants on SQLite and no Redis" in done.stderr

@@ -12,8 +12,12 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 from flopex.ledger import LedgerStore, UsageRecord, UsageWriter
 from tests.gateway.conftest import emulator
+from tests.gateway.test_limits import serving
+from tests.ledger.conftest import fresh_redis
 from tests.ledger.test_processes import Gateway, ask, write_config
 
 LABEL = {"label_schema_version": 2, "unit": "request", "cost_usd": 1.2e-05, "price_basis": "backend $/h",
@@ -172,3 +176,28 @@ def test_a_stop_with_the_database_down_keeps_the_journal_for_the_next_start(tmp_
     asyncio.run(run())
     assert journal_lines(journal) == 20
     assert UsageWriter(store, journal).replay() == 20 and count(store) == (20, 20)
+
+
+def test_two_workers_keep_their_own_journals_and_record_every_request_once(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    store = LedgerStore(db)
+    store.migrate()
+    _, token = store.create_key("acme")
+    journal = tmp_path / "journal"
+    acked: list[str] = []
+    with emulator("H100-SXM", time_scale=0.0) as emu:
+        config = yaml.safe_load(write_config(tmp_path / "gw.yaml", emu, db, journal, fresh_redis()).read_text())
+        with serving(config, tmp_path, "--workers", "2") as gw:
+
+            def load() -> None:
+                for _ in range(25):
+                    acked.append(ask(gw.url, token).headers["x-flopex-request-id"])
+
+            threads = [threading.Thread(target=load) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(list(journal.glob("journal-*.lock"))) == 2  # two live writers, neither replayed by the other
+    assert count(store) == (200, 200) and set(store.request_ids()) == set(acked)
+    assert not list(journal.glob("journal-*"))  # both stopped cleanly and removed their journals

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
+from starlette.applications import Starlette
 
 from flopex.catalog import PRECISIONS
 from flopex.cli._common import (
@@ -24,6 +27,7 @@ from flopex.economics import load_energy_table
 from flopex.errors import FlopexError
 from flopex.gateway import (
     EmulatorFaults,
+    GatewayConfig,
     Tenancy,
     create_app,
     create_emulator,
@@ -35,7 +39,10 @@ from flopex.ledger import build_ledger, default_url
 from flopex.models import resolve_model
 from flopex.perf import LLMQuery, Scenario, predict_llm, replica_for
 
-__all__ = ["emulate_command", "serve_command"]
+__all__ = ["app_from_env", "emulate_command", "serve_command"]
+
+
+_ARGS_ENV = "FLOPEX_SERVE_ARGS"  # how `flopex serve --workers N` hands its arguments to each worker process
 
 
 def serve_command(
@@ -49,7 +56,9 @@ def serve_command(
     ] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes (one per core).")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Processes sharing the port (up to one per core).")
+    ] = 1,
     catalog: CatalogOption = None,
     calibration: CalibrationOption = None,
 ) -> None:
@@ -61,17 +70,57 @@ def serve_command(
     for item in endpoint or []:
         key, sep, url = item.partition("=")
         if not sep or not key or not url:
-            fail(f"--endpoint {item!r}: write DEPLOYMENT=URL, e.g. --endpoint 'chat|aws/...|fp8|x1=http://10.0.0.5:8000/v1'.")
+            fail(
+                f"--endpoint {item!r}: write DEPLOYMENT=URL, e.g. --endpoint 'chat|aws/...|fp8|x1=http://10.0.0.5:8000/v1'."
+            )
         endpoints[key] = url
+    args: dict[str, Any] = {
+        "config": None if config is None else str(config.resolve()),
+        "plan": None if plan is None else str(plan.resolve()),
+        "endpoints": endpoints,
+        "catalog": [str(p.resolve()) for p in catalog or []],
+        "calibration": [str(p.resolve()) for p in calibration or []],
+    }
+    cfg, app, tenancy = _gateway(args, announce=True)
+    pools = app.state.gateway.pools
+    count = sum(len(pool.states) for pool in pools.values())
+    err_console().print(f"flopex gateway on http://{host}:{port}/v1: {len(pools)} model(s), {count} backend(s)")
+    target: Any = app
+    if workers > 1:
+        _check_shared(workers, tenancy)
+        if tenancy is not None:
+            tenancy.store.engine.dispose()  # this process only supervises; each worker builds its own gateway
+        os.environ[_ARGS_ENV] = json.dumps(args)
+        target = "flopex.cli._serve:app_from_env"
+    uvicorn.run(target, factory=workers > 1, host=host, port=port, workers=workers, loop="uvloop",
+                log_level="warning", timeout_graceful_shutdown=30, access_log=False,
+                **server_settings(cfg.limits))  # fmt: skip
+
+
+def app_from_env() -> Starlette:
+    """The gateway in a worker process of `flopex serve --workers N` (uvicorn's app factory), built from the
+    arguments the parent process put in FLOPEX_SERVE_ARGS."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raw = os.environ.get(_ARGS_ENV)
+    if not raw:
+        fail(f"{_ARGS_ENV} is not set: worker processes are started by `flopex serve --workers N`.")
+    return _gateway(json.loads(raw), announce=False)[1]
+
+
+def _gateway(args: dict[str, Any], *, announce: bool) -> tuple[GatewayConfig, Starlette, Tenancy | None]:
+    """Load the configuration, resolve its backends, put the ledger together when tenants are on, and build the
+    app; with `announce`, say where the ledger is."""
+    config, plan = (None if args[k] is None else Path(args[k]) for k in ("config", "plan"))
     try:
-        cfg = load_gateway_config(config, plan=plan, endpoints=endpoints)
+        cfg = load_gateway_config(config, plan=plan, endpoints=args["endpoints"])
         backends = resolve_backends(
-            cfg, catalog_for(catalog, quiet=True), efficiency_for(calibration), load_energy_table()
+            cfg,
+            catalog_for([Path(p) for p in args["catalog"]], quiet=True),
+            efficiency_for([Path(p) for p in args["calibration"]]),
+            load_energy_table(),
         )
     except FlopexError as exc:
         fail(str(exc))
-    import os
-
     token = os.environ.get(cfg.admin_token_env) if cfg.admin_token_env else None
     tenancy = None
     if cfg.tenants is not None and cfg.tenants.enabled:
@@ -84,17 +133,30 @@ def serve_command(
             fail(str(exc))
         tenancy = Tenancy(parts, t.default_max_tokens)
         shared = "Redis" if parts.redis is not None else ("the database" if parts.store.dialect != "sqlite" else None)
-        err_console().print(
-            f"tenants on: ledger at {parts.store.safe_url}, journal in {journal}; budgets and rate limits "
-            + (f"shared through {shared}" if shared else "kept in this process")
+        if announce:
+            err_console().print(
+                f"tenants on: ledger at {parts.store.safe_url}, journal in {journal}; budgets and rate limits "
+                + (f"shared through {shared}" if shared else "kept in this process")
+            )
+    return cfg, create_app(cfg, backends, admin_token=token, tenancy=tenancy), tenancy
+
+
+def _check_shared(workers: int, tenancy: Tenancy | None) -> None:
+    """Say what each worker keeps to itself; refuse budgets that each worker would enforce alone."""
+    if tenancy is not None and tenancy.parts.redis is None and tenancy.store.dialect == "sqlite":
+        fail(
+            f"--workers {workers} with tenants on SQLite and no Redis: each worker would let a budget be spent in "
+            "full, and a rate limit be used in full. Set tenants.redis_url (or FLOPEX_REDIS_URL), or run one worker."
         )
-    app = create_app(cfg, backends, admin_token=token, tenancy=tenancy)
-    count = sum(len(b) for b in backends.values())
-    err_console().print(f"flopex gateway on http://{host}:{port}/v1: {len(backends)} model(s), {count} backend(s)")
-    if workers > 1:
-        err_console().print("note: each worker keeps its own backend health and counters; shared state needs Redis.")
-    uvicorn.run(app, host=host, port=port, workers=1, loop="uvloop", log_level="warning",
-                timeout_graceful_shutdown=30, access_log=False, **server_settings(cfg.limits))  # fmt: skip
+    shared = "budgets and rate limits are shared through Redis"
+    if tenancy is None:
+        shared = "tenants are off"
+    elif tenancy.parts.redis is None:
+        shared = "budgets are shared through the database, but each worker enforces rate limits alone (set Redis)"
+    err_console().print(
+        f"{workers} worker processes share the port. Each keeps its own backend health, ejections, in-flight "
+        f"counts and limits, connection limit and /metrics counters (Redis does not share these); {shared}."
+    )
 
 
 def emulate_command(
