@@ -151,7 +151,7 @@ def _summary(name: str, results: list[object]) -> str:
         return f"connections held: median {held[len(held) // 2]:.1f} s, max {held[-1]:.1f} s"
     sent = [r[0] for r in results]  # type: ignore[index]
     replies = {bytes(r[1]).split(b"\r\n", 1)[0].decode(errors="replace") or "(closed)" for r in results}  # type: ignore[index]
-    return f"bytes taken per connection: max {max(sent) / MB:.2f} MB; answers: {sorted(replies)}"
+    return f"most a client wrote (socket buffers included): {max(sent) / MB:.2f} MB; answers: {sorted(replies)}"
 
 
 def main() -> None:
