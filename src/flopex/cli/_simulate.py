@@ -111,7 +111,7 @@ def simulate_command(
     """Replay traffic request by request, batch by batch, against the fleet `flopex plan` chooses."""
     kind = choose(arrivals, ARRIVALS, "--arrivals")
     chosen_policy = choose(policy, ("plan", "least-load"), "--policy")
-    if sum(x is not None for x in (file, plan_file)) != 1 and not (file is None and plan_file is None and routing):
+    if file is not None and plan_file is not None or (file is None and plan_file is None and routing is None):
         fail("give one of FILE (a plan or workload YAML) and --plan PLAN.json, or --routing with a gateway YAML that "
              "names a plan.")  # fmt: skip
     eff = efficiency_for(calibration)
@@ -119,25 +119,9 @@ def simulate_command(
     try:
         gateway = None if routing is None else load_gateway_config(routing)
         if file is not None:
-            spec, workloads = load_plan(file)
-            chats = [w for w in workloads if isinstance(w, ChatWorkload)]
-            if len(chats) != len(workloads):
-                raise SimError("the simulator replays token traffic; every workload must be chat or completion.")
-            traces = trace_paths(trace, chats, file)
-            scaled = [_scaled(w, plan_scale) for w in chats]
-            plan = _plan(spec, scaled, (cat, eff), traces if plan_scale == 1 else {}, verify)
-            if not plan.solution.feasible:
-                raise SimError(
-                    f"the plan is infeasible ({plan.solution.message}); run `flopex plan {file}` to see why."
-                )
-            doc = plan_document(plan, cat, eff)
+            doc, chats, traces = _planned(file, trace, plan_scale, verify, (cat, eff))
         else:
-            path = plan_file or _gateway_plan(routing, gateway)
-            doc = load_plan_document(path)
-            if not doc.feasible:
-                raise SimError(f"{path}: the plan is {doc.status} ({doc.message}); there is no fleet to simulate.")
-            chats = [w for w in (x.workload() for x in doc.workloads) if isinstance(w, ChatWorkload)]
-            traces = trace_paths(trace, chats, path)
+            doc, chats, traces = _document(plan_file or _gateway_plan(routing, gateway), trace)
         replicas = replicas_from_document(doc, cat, eff)
         requests = _requests(chats, kind, traces, rate_scale, duration, burstiness, random.Random(seed))
         requests, to_hosted = split_hosted(requests, hosted_shares(doc), random.Random(seed + 1))
@@ -164,6 +148,30 @@ def simulate_command(
         _summary(data)
     if plot is not None:
         _plots(plot, data, result.completed)
+
+
+def _planned(
+    file: Path, trace: list[str] | None, plan_scale: float, verify: bool, models: tuple[Catalog, Efficiency]
+) -> tuple[PlanDocument, list[ChatWorkload], dict[str, Path]]:
+    """The fleet `flopex plan FILE` prints, its token workloads and their traces."""
+    spec, workloads = load_plan(file)
+    chats = [w for w in workloads if isinstance(w, ChatWorkload)]
+    if len(chats) != len(workloads):
+        raise SimError("the simulator replays token traffic; every workload must be chat or completion.")
+    traces = trace_paths(trace, chats, file)
+    plan = _plan(spec, [_scaled(w, plan_scale) for w in chats], models, traces if plan_scale == 1 else {}, verify)
+    if not plan.solution.feasible:
+        raise SimError(f"the plan is infeasible ({plan.solution.message}); run `flopex plan {file}` to see why.")
+    return plan_document(plan, *models), chats, traces
+
+
+def _document(path: Path, trace: list[str] | None) -> tuple[PlanDocument, list[ChatWorkload], dict[str, Path]]:
+    """A plan document as written, its token workloads and their traces."""
+    doc = load_plan_document(path)
+    if not doc.feasible:
+        raise SimError(f"{path}: the plan is {doc.status} ({doc.message}); there is no fleet to simulate.")
+    chats = [w for w in (x.workload() for x in doc.workloads) if isinstance(w, ChatWorkload)]
+    return doc, chats, trace_paths(trace, chats, path)
 
 
 def _gateway_plan(routing: Path | None, gateway: GatewayConfig | None) -> Path:

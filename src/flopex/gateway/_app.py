@@ -292,8 +292,13 @@ class Gateway:
         place = call.route.jurisdiction
         if error is None and place is not None and not any(place.upper() in s.spec.jurisdictions for s in states):
             served = sorted({j for s in states for j in s.spec.jurisdictions}) or ["none"]
-            error = error_response(400, f"no backend of {model} serves jurisdiction {place!r} (x-flopex-jurisdiction);"
-                                   f" its backends serve {', '.join(served)}", "jurisdiction_unavailable", call.rid)
+            error = error_response(
+                400,
+                f"no backend of {model} serves jurisdiction {place!r} (x-flopex-jurisdiction);"
+                f" its backends serve {', '.join(served)}",
+                "jurisdiction_unavailable",
+                call.rid,
+            )
         if error is None and any(s.in_flight >= s.spec.max_concurrency for s in states):
             error = error_response(429, f"every backend of {model} is at its concurrency limit", "backends_busy",
                                    call.rid, 1)  # fmt: skip
@@ -608,6 +613,8 @@ def _parse(body: bytes) -> Any:
         return "nested too deeply"
     except ValueError as exc:
         return str(exc)
+    if b"\\ud" not in body.lower():  # a surrogate can only come from a \u escape: the common case skips the check
+        return payload
     try:
         json.dumps(payload, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -634,6 +641,26 @@ def _answer_bound(call: Call) -> int | None:
         return 0
     asked = call.payload.get("max_completion_tokens", call.payload.get("max_tokens"))
     return asked if isinstance(asked, int) else None
+
+
+async def _ledger_down(request: Request, exc: Exception) -> Response:
+    log.error("the ledger database did not answer %s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "the ledger database is not answering; retry shortly", "ledger_unavailable",
+                          None, 1)  # fmt: skip
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods, in OpenAI's error shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed")
+    return error_response(exc.status_code, f"no endpoint {request.url.path}; flopex serves /v1/chat/completions, "
+                          "/v1/completions, /v1/embeddings and /v1/models", "not_found")  # fmt: skip
+
+
+async def _crashed(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal error in the gateway (logged); retry, or report it", "internal_error")
 
 
 def _model(name: str) -> dict[str, Any]:
@@ -722,26 +749,9 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         finally:
             await gw.stop()
 
-    async def ledger_down(request: Request, exc: Exception) -> Response:
-        log.error("the ledger database did not answer %s %s: %s", request.method, request.url.path, exc)
-        return error_response(503, "the ledger database is not answering; retry shortly", "ledger_unavailable",
-                              None, 1)  # fmt: skip
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        """Unknown paths and methods, in OpenAI's error shape."""
-        assert isinstance(exc, HTTPException)
-        if exc.status_code == 405:
-            return error_response(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed")
-        return error_response(exc.status_code, f"no endpoint {request.url.path}; flopex serves /v1/chat/completions, "
-                              "/v1/completions, /v1/embeddings and /v1/models", "not_found")  # fmt: skip
-
-    async def crashed(request: Request, exc: Exception) -> Response:
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal error in the gateway (logged); retry, or report it", "internal_error")
-
     app = Starlette(
         middleware=[body_limit(config.limits)],  # a body's size is bounded before any handler reads it
-        exception_handlers={SQLAlchemyError: ledger_down, HTTPException: http_error, Exception: crashed},
+        exception_handlers={SQLAlchemyError: _ledger_down, HTTPException: _http_error, Exception: _crashed},
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),

@@ -12,7 +12,7 @@ from flopex.errors import SimError
 from flopex.perf import Efficiency, Replica
 from flopex.plan import Deployment, Plan, PlanDocument, plan_document, replica_of
 from flopex.sim._engine import Request, SimReplica
-from flopex.workloads import ChatWorkload
+from flopex.workloads import ChatWorkload, Workload
 
 __all__ = ["deployment_replica", "group_replica", "hosted_shares", "replicas_from_document", "replicas_from_plan",
            "split_hosted"]  # fmt: skip
@@ -20,29 +20,30 @@ __all__ = ["deployment_replica", "group_replica", "hosted_shares", "replicas_fro
 
 def deployment_replica(doc: PlanDocument, d: Deployment, catalog: Catalog, eff: Efficiency) -> tuple[Replica, int]:
     """The model replica one group of a deployment runs, and how many of them a group holds."""
-    w = doc.workload(d.workload).workload()
-    if not isinstance(w, ChatWorkload):
-        raise SimError(
-            f"workload {w.name} is {w.kind}; the simulator replays token traffic (chat and completion workloads)."
-        )
-    offer = catalog.offer(d.offer)
-    if offer is None or d.accelerator is None or d.precision is None:
-        raise SimError(f"offer {d.offer} is not in the catalog the plan was made with.")
-    return replica_of(w, d.accelerator, offer.accelerator_count, d.instances_per_group or 1, d.precision, catalog, eff)
+    if d.accelerator is None or d.precision is None:
+        raise SimError(f"deployment {d.id} names no accelerator or precision; the simulator replays self-hosted ones.")
+    workload = doc.workload(d.workload).workload()
+    return _group(workload, d.offer, d.accelerator, d.instances_per_group or 1, d.precision, catalog, eff)
 
 
 def group_replica(plan: Plan, cid: str, catalog: Catalog, eff: Efficiency) -> tuple[Replica, int]:
     """The model replica a candidate's group runs, and how many of them a group holds."""
     c = next(c for c in plan.inputs.candidates if c.id == cid)
-    w = next(w for w in plan.workloads if w.name == c.workload)
+    workload = next(w for w in plan.workloads if w.name == c.workload)
+    return _group(workload, c.offer, c.accelerator, c.instances, c.precision, catalog, eff)
+
+
+def _group(
+    w: Workload, offer_id: str, accelerator: str, instances: int, precision: str, catalog: Catalog, eff: Efficiency
+) -> tuple[Replica, int]:
     if not isinstance(w, ChatWorkload):
         raise SimError(
             f"workload {w.name} is {w.kind}; the simulator replays token traffic (chat and completion workloads)."
         )
-    offer = catalog.offer(c.offer)
+    offer = catalog.offer(offer_id)
     if offer is None:
-        raise SimError(f"offer {c.offer} is not in the catalog the plan was made with.")
-    return replica_of(w, c.accelerator, offer.accelerator_count, c.instances, c.precision, catalog, eff)
+        raise SimError(f"offer {offer_id} is not in the catalog the plan was made with.")
+    return replica_of(w, accelerator, offer.accelerator_count, instances, precision, catalog, eff)
 
 
 def replicas_from_plan(plan: Plan, catalog: Catalog, eff: Efficiency) -> list[SimReplica]:
