@@ -250,7 +250,8 @@ def _plan_backend(path: Path, d: Deployment, w: WorkloadPlan, endpoints: Mapping
         what = "a hosted API" if d.kind == "hosted_api" else f"{d.groups} group(s) of {d.offer}"
         raise GatewayError(
             f"{path}: deployment {d.id} ({what}) has no entry in `endpoints:`. To fix: add "
-            f"`endpoints: {{{d.id!r}: http://host:port/v1}}` (or key it by the offer id, {d.offer!r})."
+            f"`endpoints: {{{d.id!r}: http://host:port/v1}}` to the gateway YAML (or key it by the offer id, "
+            f"{d.offer!r}), or pass `flopex serve --endpoint '{d.offer}=http://host:port/v1'`."
         )
     ep = given if isinstance(given, Endpoint) else Endpoint(base_url=given)
     shares = tuple(b.shares.get(d.id, 0.0) for b in w.buckets)
