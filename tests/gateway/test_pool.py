@@ -21,7 +21,7 @@ def test_two_identical_backends_share_the_traffic_under_the_default_routing(in_f
     chosen: Counter[str] = Counter()
     live = []
     for _ in range(4000):
-        state = pool.choose(pool.request(200, 0, None), set(), rng)
+        state = pool.choose(pool.request(200, 0, None), set(), rng, 0.0)
         assert state is not None
         state.in_flight += 1
         live.append(state)
@@ -38,7 +38,7 @@ def test_a_backend_with_twice_the_weight_gets_about_twice_the_traffic() -> None:
     rng = random.Random(4)
     chosen: Counter[str] = Counter()
     for _ in range(6000):
-        state = pool.choose(pool.request(200, 0, None), set(), rng)
+        state = pool.choose(pool.request(200, 0, None), set(), rng, 0.0)
         assert state is not None
         chosen[state.spec.id] += 1
     assert 1.8 < chosen["heavy"] / chosen["light"] < 2.2

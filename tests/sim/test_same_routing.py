@@ -86,7 +86,7 @@ def test_the_simulator_and_the_gateway_choose_the_same_backends(
     for r in requests:
         route = pool.request(r.input_tokens, 0, None)
         assert route.bucket == r.bucket  # the gateway buckets as the simulator's requests are bucketed
-        state = pool.choose(route, set(), rng)
+        state = pool.choose(route, set(), rng, 0.0)
         assert state is not None
         state.in_flight += 1
         by_gateway.append(state.spec.id)

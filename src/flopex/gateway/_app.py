@@ -16,7 +16,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
@@ -38,6 +37,7 @@ from flopex.gateway._openapi import openapi
 from flopex.gateway._prompt import prompt_tokens
 from flopex.gateway._tenancy import Admission, Tenancy
 from flopex.gateway._tenant_api import tenant_routes
+from flopex.gateway._transport import Clock, HttpTransport, SystemClock, Transport, UpstreamError, UpstreamReply
 from flopex.gateway._validate import request_problem
 
 __all__ = ["create_app", "error_response"]
@@ -83,8 +83,12 @@ class Gateway:
         backends: Mapping[str, Sequence[BackendSpec]],
         seed: int | None = None,
         tenancy: Tenancy | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self.transport = transport or HttpTransport()
+        self.clock = clock or SystemClock()
         self.tenancy = tenancy
         self.pools = {m: Pool.of(m, specs, config.models[m]) for m, specs in backends.items()}
         self.in_flight = 0
@@ -92,7 +96,6 @@ class Gateway:
         self.metrics = _Metrics()
         self.metering = Metering((s for specs in backends.values() for s in specs), load_energy_table())
         self.metrics.registry.register(MeterCollector(self.metering))
-        self.session: aiohttp.ClientSession | None = None
         self.health_task: asyncio.Task[None] | None = None
 
     def state(self, backend_id: str) -> BackendState | None:
@@ -104,8 +107,7 @@ class Gateway:
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-        self.session = aiohttp.ClientSession(connector=connector, json_serialize=json.dumps)
+        await self.transport.start()
         self.health_task = asyncio.create_task(self._health_loop())
         if self.tenancy is not None:
             await self.tenancy.start()
@@ -115,15 +117,14 @@ class Gateway:
             self.health_task.cancel()
         if self.tenancy is not None:
             await self.tenancy.stop()
-        if self.session is not None:
-            await self.session.close()
+        await self.transport.stop()
 
     async def _health_loop(self) -> None:
         """Active checks every `interval_s`, each backend's on its own (a slow answer delays no other check)."""
         probes: dict[str, asyncio.Task[None]] = {}
         try:
             while True:
-                await asyncio.sleep(self.config.health.interval_s)
+                await self.clock.sleep(self.config.health.interval_s)
                 for pool in self.pools.values():
                     for s in pool.states:
                         running = probes.get(s.spec.id)
@@ -138,25 +139,28 @@ class Gateway:
         failed request). An ejected one whose backoff has passed gets the half-open probe, a one-token answer
         within the first-byte deadline (its /models may answer while its engine hangs), which restores it or
         ejects it again. One still in its backoff, or with a probe out, is left alone."""
-        assert self.session is not None
         spec = state.spec
-        if state.probing or time.monotonic() < state.ejected_until:
+        if state.probing or self.clock.now() < state.ejected_until:
             return
         half_open = state.ejected_until > 0
-        if half_open:
-            state.probing = True
-            ping = {"model": spec.upstream_model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
-            limit = aiohttp.ClientTimeout(total=self._first_byte_s(state, 1, 1, stream=False))
-            check = self.session.post(f"{spec.base_url}/chat/completions", json=ping, headers=self._auth(spec),
-                                      timeout=limit)  # fmt: skip
-        else:
-            limit = aiohttp.ClientTimeout(total=2.0)
-            check = self.session.get(f"{spec.base_url}/models", headers=self._auth(spec), timeout=limit)
+        headers = {"content-type": "application/json", **self._auth(spec)}
+        reply: UpstreamReply | None = None
         try:
-            async with check as r:
-                await r.read()
-                ok = r.status < 500  # a 4xx (a model that does not chat, say) is an answer
-        except (aiohttp.ClientError, TimeoutError):
+            if half_open:
+                state.probing = True
+                ping = {"model": spec.upstream_model, "messages": [{"role": "user", "content": "ping"}],
+                        "max_tokens": 1}  # fmt: skip
+                within = self._first_byte_s(state, 1, 1, stream=False)
+                reply = await self.transport.post(f"{spec.base_url}/chat/completions", json.dumps(ping).encode(),
+                                                  headers, within)  # fmt: skip
+            else:
+                reply = await self.transport.get(f"{spec.base_url}/models", headers, 2.0)
+            await reply.read()
+            reply.release()
+            ok = reply.status < 500  # a 4xx (a model that does not chat, say) is an answer
+        except (UpstreamError, TimeoutError):
+            if reply is not None:
+                reply.close()
             ok = False
         if not ok:
             self._failed(state)
@@ -268,7 +272,7 @@ class Gateway:
         once the upstream has taken it. An answer counts the failures the request met before against their
         backends; with no backend left, the last error."""
         while call.attempts <= self.config.max_retries:
-            state = call.pool.choose(call.route, call.tried, self.rng)
+            state = call.pool.choose(call.route, call.tried, self.rng, self.clock.now())
             if state is None:
                 break
             call.tried.add(state.spec.id)
@@ -303,7 +307,7 @@ class Gateway:
             error = error_response(429, f"every backend of {model} is at its concurrency limit", "backends_busy",
                                    call.rid, 1)  # fmt: skip
         elif error is None:
-            now = time.monotonic()
+            now = self.clock.now()
             back = min((s.ejected_until - now for s in states if s.ejected_until > now), default=None)
             error = error_response(503, f"no healthy backend for {model}", "no_backend", call.rid,
                                    back or self.config.health.backoff_s)  # fmt: skip
@@ -337,7 +341,6 @@ class Gateway:
     async def _attempt(self, state: BackendState, call: Call) -> Response | Upstream | Retry:
         """One upstream attempt, bounded by its first-byte deadline: a response to return, a stream the upstream
         has taken, or `Retry` (the attempt settled, and blamed as its failure says)."""
-        assert self.session is not None
         spec, t = state.spec, self.config.timeouts
         body = dict(call.payload, model=spec.upstream_model)
         if call.stream:
@@ -345,23 +348,23 @@ class Gateway:
         up = self._send(state, call, prompt_tokens(body))
         within = asyncio.timeout(self._first_byte_s(state, up.prompt, _answer_bound(call), call.stream))
         headers = {**call.forward, "content-type": "application/json", "x-request-id": call.rid, **self._auth(spec)}
-        limits = aiohttp.ClientTimeout(total=t.total_s, connect=t.connect_s)
         data = json.dumps(body, ensure_ascii=False).encode()  # UTF-8 as sent: text is not inflated into escapes
         try:
             async with within:
-                up.resp = await self.session.post(f"{spec.base_url}/{call.path}", data=data, headers=headers,
-                                                  timeout=limits)  # fmt: skip
+                up.resp = await self.transport.post(f"{spec.base_url}/{call.path}", data, headers, t.total_s,
+                                                    t.connect_s)  # fmt: skip
                 if call.stream and up.resp.status < 400:
-                    up.first = asyncio.ensure_future(up.resp.content.readline())
+                    up.first = asyncio.ensure_future(up.resp.readline())
                     up.deadline = within.when() or 0.0
                     return up
                 text = await up.resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (UpstreamError, TimeoutError) as exc:
             if within.expired():  # no answer in time: the backend may hang, or no backend can answer this in time
                 late = error_response(504, f"backend {spec.id} sent no first byte in time", "upstream_timeout",
                                       call.rid, 1)  # fmt: skip
                 return self._fail(call, up, Retry(late, "unsure"))
-            code, why = 504 if isinstance(exc, TimeoutError) else 502, f"backend {spec.id} failed: {type(exc).__name__}"
+            code, why = (504, "TimeoutError") if isinstance(exc, TimeoutError) else (502, str(exc))
+            why = f"backend {spec.id} failed: {why}"
             lost = error_response(code, why, "upstream_error", call.rid, 1)
             return self._fail(call, up, Retry(lost, "backend"))
         if up.resp.status >= 400:
@@ -479,12 +482,12 @@ class Gateway:
                 out = await self._line(call, up, line)
                 if out is not None:
                     yield out
-                line = await asyncio.wait_for(up.resp.content.readline(), self.config.timeouts.between_chunks_s)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                line = await asyncio.wait_for(up.resp.readline(), self.config.timeouts.between_chunks_s)
+        except (UpstreamError, TimeoutError, ValueError) as exc:
             spec = up.state.spec
             self.metrics.stream_errors.labels(spec.id).inc()
             await self._ended(call, up, ok=False)
-            broke = f"backend {spec.id} failed mid-stream: {type(exc).__name__}"
+            broke = f"backend {spec.id} failed mid-stream: {str(exc) or type(exc).__name__}"
             yield error_event(error_response(502, broke, "upstream_stream_error"))
             return
         await self._ended(call, up, ok=True)
@@ -557,7 +560,7 @@ class Gateway:
 
     def _failed(self, state: BackendState) -> None:
         h = self.config.health
-        if state.failed(time.monotonic(), h.eject_after_failures, h.backoff_s, h.max_backoff_s):
+        if state.failed(self.clock.now(), h.eject_after_failures, h.backoff_s, h.max_backoff_s):
             self.metrics.ejections.labels(state.spec.id).inc()
 
     def _served(self, spec: BackendSpec, label: Label, elapsed: float) -> None:
@@ -668,10 +671,12 @@ def _model(name: str) -> dict[str, Any]:
 
 
 def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpec]], *, admin_token: str | None = None,
-               seed: int | None = None, tenancy: Tenancy | None = None) -> Starlette:  # fmt: skip
+               seed: int | None = None, tenancy: Tenancy | None = None, transport: Transport | None = None,
+               clock: Clock | None = None) -> Starlette:  # fmt: skip
     """The gateway as an ASGI app (uvicorn runs it; tests run it in a thread). With `tenancy`, every request
-    needs an API key and is metered against budgets and rate limits into the ledger."""
-    gw = Gateway(config, backends, seed, tenancy)
+    needs an API key and is metered against budgets and rate limits into the ledger. `transport` and `clock`
+    replace HTTP to the upstreams and the system's clock (see `flopex.gateway.testing`)."""
+    gw = Gateway(config, backends, seed, tenancy, transport, clock)
 
     async def chat(request: Request) -> Response:
         return await gw.proxy(request, "chat/completions")
@@ -700,7 +705,7 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        now = time.monotonic()
+        now = gw.clock.now()
         ready = all(any(s.available(now) and not s.draining for s in pool.states) for pool in gw.pools.values())
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
@@ -723,7 +728,7 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
     async def backends_view(request: Request) -> Response:
         if not await authorised(request):
             return error_response(401, "admin endpoints need the admin token", "unauthorised")
-        now = time.monotonic()
+        now = gw.clock.now()
         data = [
             {"id": s.spec.id, "model": s.spec.model, "in_flight": s.in_flight, "available": s.available(now),
              "draining": s.draining, "ttft_s": s.ttft, "tpot_s": s.tpot, "served": s.served, "errors": s.errors,

@@ -4,7 +4,6 @@ backoff and half-open probes, draining; immutable routing snapshots."""
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -114,8 +113,9 @@ class Pool:
         bucket = nearest_bucket(self.buckets, input_tokens) if self.buckets else 0
         return RouteRequest(self.model, bucket, input_tokens, prefix_key, jurisdiction)
 
-    def choose(self, request: RouteRequest, exclude: set[str], rng: random.Random) -> BackendState | None:
-        now = time.monotonic()
+    def choose(self, request: RouteRequest, exclude: set[str], rng: random.Random, now: float) -> BackendState | None:
+        """The backend for `request` among those not in `exclude`, by the policy, as they stand at `now`; an
+        ejected backend chosen past its backoff is the half-open probe."""
         snapshot = [s.snapshot(now) for s in self.states if s.spec.id not in exclude]
         chosen = self.policy.route(snapshot, request, rng)
         if chosen is None:

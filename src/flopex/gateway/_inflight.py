@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-import aiohttp
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -29,6 +28,7 @@ from flopex.gateway._backends import BackendState, Pool
 from flopex.gateway._errors import error_response
 from flopex.gateway._labels import Attempt
 from flopex.gateway._tenancy import Admission
+from flopex.gateway._transport import UpstreamReply
 from flopex.routing import RouteRequest
 
 __all__ = ["Blame", "Call", "Retry", "Upstream", "client_left", "error_event", "unless_left"]
@@ -57,7 +57,7 @@ class Upstream:
         self.prompt = prompt  # the gateway's estimate: four characters of the request a token
         self.on_close = on_close
         self.started = time.perf_counter()
-        self.resp: aiohttp.ClientResponse | None = None
+        self.resp: UpstreamReply | None = None
         self.first: asyncio.Future[bytes] | None = None  # a stream's first line, being read
         self.deadline = 0.0  # the event loop's time by which the first byte must come
         self.chunks = 0
