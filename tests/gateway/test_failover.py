@@ -41,6 +41,7 @@ def fake_gateway(
     try:
         yield server, upstream, clock, client
     finally:
+        client.close()
         server.stop()
 
 

@@ -329,7 +329,8 @@ def test_workers_are_processes_that_all_answer(tmp_path: Path) -> None:
         log = g.log.read_text()
     assert len(answered) == 2 and g.proc.pid not in answered, f"answered by {answered}; workers {workers}"
     said = " ".join(log.split())
-    assert "2 worker processes share the port" in said and "own backend health, ejections" in said
+    assert "2 worker processes share the port; /metrics sums their counters" in said
+    assert "Each keeps its own backend health and ejections (set health.redis_url" in said
 
 
 def test_workers_refuse_per_process_budgets(tmp_path: Path) -> None:
@@ -342,3 +343,47 @@ def test_workers_refuse_per_process_budgets(tmp_path: Path) -> None:
                            "--port", str(free_port())], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "200"})  # fmt: skip
     assert done.returncode == 2 and "tenants on SQLite and no Redis" in done.stderr
+
+
+def _on_each_worker(g: Gateway, request: bytes, want: int = 2, within_s: float = 30.0) -> dict[int, list[bytes]]:
+    """Send `request` on fresh connections until `want` workers have each answered it; their answers by pid."""
+    workers = _children(g.proc.pid)
+    answers: dict[int, list[bytes]] = {}
+    deadline = time.time() + within_s
+    while len(answers) < want and time.time() < deadline:
+        socks = [connect(g.port) for _ in range(8)]
+        for s in socks:
+            s.sendall(request)
+        for s in socks:
+            status, _, body = answer(s)
+            assert status == 200, body
+            holder = _holder(g.port, s.getsockname()[1], workers)
+            answers.setdefault(holder or 0, []).append(body)
+            s.close()
+    assert len([pid for pid in answers if pid]) >= want, f"answered by {list(answers)}; workers {workers}"
+    return answers
+
+
+def test_workers_sum_their_counters_on_metrics_and_share_backend_health_through_redis(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.ledger.conftest import fresh_redis
+
+    redis_url = fresh_redis()
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
+    post = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s") % (len(body), body)  # fmt: skip
+    with emulator("H100-SXM", time_scale=0.0) as emu:
+        config = {**config_for(emu), "health": {"redis_url": redis_url}}
+        with serving(config, tmp_path, "--workers", "2") as g:
+            served = sum(len(v) for v in _on_each_worker(g, post).values())
+            scrapes = _on_each_worker(g, b"GET /metrics HTTP/1.1\r\nhost: gw\r\n\r\n")
+            views = _on_each_worker(g, b"GET /admin/backends HTTP/1.1\r\nhost: gw\r\n\r\n")
+            log = " ".join(g.log.read_text().split())
+    for pid, texts in scrapes.items():
+        families = {f.name: f for f in text_string_to_metric_families(texts[-1].decode())}
+        ok = sum(s.value for s in families["flopex_requests"].samples
+                 if s.name == "flopex_requests_total" and s.labels["status"] == "200")  # fmt: skip
+        assert ok == served, f"worker {pid}'s /metrics counts {ok} answers of the {served} both workers gave"
+    assert all(json.loads(v[-1])["health_shared"] for v in views.values())
+    assert "Backend health and ejections are shared through Redis" in log

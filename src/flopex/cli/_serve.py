@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,7 +37,7 @@ from flopex.gateway import (
     resolve_backends,
     server_settings,
 )
-from flopex.ledger import build_ledger, default_url
+from flopex.ledger import build_ledger, default_url, safe_url
 from flopex.models import resolve_model
 from flopex.perf import LLMQuery, Scenario, predict_llm, replica_for
 
@@ -87,14 +89,21 @@ def serve_command(
     err_console().print(f"flopex gateway on http://{host}:{port}/v1: {len(pools)} model(s), {count} backend(s)")
     target: Any = app
     if workers > 1:
-        _check_shared(workers, tenancy)
+        _check_shared(workers, cfg, tenancy)
         if tenancy is not None:
             tenancy.store.engine.dispose()  # this process only supervises; each worker builds its own gateway
         os.environ[_ARGS_ENV] = json.dumps(args)
+        # prometheus_client's multiprocess mode: each worker writes its counters to files here, /metrics sums them
+        metrics_dir = tempfile.mkdtemp(prefix="flopex-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         target = "flopex.cli._serve:app_from_env"
-    uvicorn.run(target, factory=workers > 1, host=host, port=port, workers=workers, loop="uvloop",
-                log_level="warning", timeout_graceful_shutdown=30, access_log=False,
-                **server_settings(cfg.limits))  # fmt: skip
+    try:
+        uvicorn.run(target, factory=workers > 1, host=host, port=port, workers=workers, loop="uvloop",
+                    log_level="warning", timeout_graceful_shutdown=30, access_log=False,
+                    **server_settings(cfg.limits))  # fmt: skip
+    finally:
+        if workers > 1:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def app_from_env() -> Starlette:
@@ -121,6 +130,9 @@ def _gateway(args: dict[str, Any], *, announce: bool) -> tuple[GatewayConfig, St
         )
     except FlopexError as exc:
         fail(str(exc))
+    cfg = _share_health(cfg)
+    if announce and cfg.health.redis_url:
+        err_console().print(f"backend health and ejections shared through Redis at {safe_url(cfg.health.redis_url)}")
     token = os.environ.get(cfg.admin_token_env) if cfg.admin_token_env else None
     tenancy = None
     if cfg.tenants is not None and cfg.tenants.enabled:
@@ -141,7 +153,17 @@ def _gateway(args: dict[str, Any], *, announce: bool) -> tuple[GatewayConfig, St
     return cfg, create_app(cfg, backends, admin_token=token, tenancy=tenancy), tenancy
 
 
-def _check_shared(workers: int, tenancy: Tenancy | None) -> None:
+def _share_health(cfg: GatewayConfig) -> GatewayConfig:
+    """Backend health goes through the Redis the configuration names for it, else the tenants' Redis, else
+    FLOPEX_REDIS_URL's."""
+    if cfg.health.redis_url:
+        return cfg
+    tenants = cfg.tenants.redis_url if cfg.tenants is not None and cfg.tenants.enabled else None
+    url = tenants or os.environ.get("FLOPEX_REDIS_URL")
+    return cfg.model_copy(update={"health": cfg.health.model_copy(update={"redis_url": url})}) if url else cfg
+
+
+def _check_shared(workers: int, cfg: GatewayConfig, tenancy: Tenancy | None) -> None:
     """Say what each worker keeps to itself; refuse budgets that each worker would enforce alone."""
     if tenancy is not None and tenancy.parts.redis is None and tenancy.store.dialect == "sqlite":
         fail(
@@ -153,9 +175,14 @@ def _check_shared(workers: int, tenancy: Tenancy | None) -> None:
         shared = "tenants are off"
     elif tenancy.parts.redis is None:
         shared = "budgets are shared through the database, but each worker enforces rate limits alone (set Redis)"
+    health = (
+        "backend health and ejections are shared through Redis"
+        if cfg.health.redis_url
+        else "each keeps its own backend health and ejections (set health.redis_url or FLOPEX_REDIS_URL to share them)"
+    )
     err_console().print(
-        f"{workers} worker processes share the port. Each keeps its own backend health, ejections, in-flight "
-        f"counts and limits, connection limit and /metrics counters (Redis does not share these); {shared}."
+        f"{workers} worker processes share the port; /metrics sums their counters. {health[0].upper()}{health[1:]}; "
+        f"each keeps its own in-flight counts and limits and connection limit; {shared}."
     )
 
 

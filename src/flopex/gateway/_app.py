@@ -8,6 +8,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -35,6 +37,7 @@ from flopex.gateway._labels import MeterCollector, Metering, label_headers
 from flopex.gateway._limits import body_limit
 from flopex.gateway._openapi import openapi
 from flopex.gateway._prompt import prompt_tokens
+from flopex.gateway._shared import SharedHealth
 from flopex.gateway._tenancy import Admission, Tenancy
 from flopex.gateway._tenant_api import tenant_routes
 from flopex.gateway._transport import Clock, HttpTransport, SystemClock, Transport, UpstreamError, UpstreamReply
@@ -62,7 +65,8 @@ class _Metrics:
         )
         self.stream_errors = Counter("flopex_stream_errors", "Streams ended with an error after the first byte",
                                      ["backend"], registry=self.registry)  # fmt: skip
-        self.in_flight = Gauge("flopex_in_flight", "Requests in flight", ["backend"], registry=self.registry)
+        self.in_flight = Gauge("flopex_in_flight", "Requests in flight", ["backend"], registry=self.registry,
+                               multiprocess_mode="livesum")  # fmt: skip
         self.cost = Counter(
             "flopex_cost_usd", "Cost of the answers served", ["model", "backend"], registry=self.registry
         )
@@ -74,6 +78,18 @@ class _Metrics:
         self.budget_alerts = Counter(
             "flopex_budget_alerts", "Requests admitted past a soft budget", ["model"], registry=self.registry
         )
+
+
+    def exposition(self) -> bytes:
+        """/metrics: this process's series, or, under `flopex serve --workers N` (prometheus_client's multiprocess
+        mode, PROMETHEUS_MULTIPROC_DIR), the counters of every worker summed. A backend's books (its time split
+        into billed, unbilled and idle) need all its requests in one place, so they are shown only by a gateway
+        of one process."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
 
 class Gateway:
@@ -97,6 +113,7 @@ class Gateway:
         self.metering = Metering((s for specs in backends.values() for s in specs), load_energy_table())
         self.metrics.registry.register(MeterCollector(self.metering))
         self.health_task: asyncio.Task[None] | None = None
+        self.shared: SharedHealth | None = None  # ejections shared with other gateway processes through Redis
 
     def state(self, backend_id: str) -> BackendState | None:
         for pool in self.pools.values():
@@ -108,6 +125,10 @@ class Gateway:
     # --- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.transport.start()
+        if self.config.health.redis_url:
+            states = {s.spec.id: s for pool in self.pools.values() for s in pool.states}
+            self.shared = SharedHealth(self.config.health.redis_url, states, self.clock)
+            await self.shared.start()
         self.health_task = asyncio.create_task(self._health_loop())
         if self.tenancy is not None:
             await self.tenancy.start()
@@ -117,6 +138,8 @@ class Gateway:
             self.health_task.cancel()
         if self.tenancy is not None:
             await self.tenancy.stop()
+        if self.shared is not None:
+            await self.shared.stop()
         await self.transport.stop()
 
     async def _health_loop(self) -> None:
@@ -165,7 +188,7 @@ class Gateway:
         if not ok:
             self._failed(state)
         elif half_open:
-            state.succeeded()
+            self._succeeded(state)
 
     @staticmethod
     def _auth(spec: BackendSpec) -> dict[str, str]:
@@ -426,7 +449,7 @@ class Gateway:
         usage = data.get("usage") if isinstance(data, dict) else None
         label = up.meter.label(*_tokens(usage, data))
         call.settle(up, complete=True)
-        up.state.succeeded()
+        self._succeeded(up.state)
         if isinstance(data, dict):
             data.setdefault("usage", {})
             if isinstance(data["usage"], dict):
@@ -527,7 +550,7 @@ class Gateway:
             up.label = up.meter.label(*up.counts("the stream broke before the upstream's usage"))
         call.settle(up, complete=ok)
         if ok:
-            up.state.succeeded()
+            self._succeeded(up.state)
             up.state.observe(*up.speeds())
             if up.label is not None:
                 self._served(spec, up.label, time.perf_counter() - call.start)
@@ -562,6 +585,14 @@ class Gateway:
         h = self.config.health
         if state.failed(self.clock.now(), h.eject_after_failures, h.backoff_s, h.max_backoff_s):
             self.metrics.ejections.labels(state.spec.id).inc()
+            if self.shared is not None:
+                self.shared.ejected(state)
+
+    def _succeeded(self, state: BackendState) -> None:
+        restored = state.ejected_until > 0
+        state.succeeded()
+        if restored and self.shared is not None:
+            self.shared.restored(state)
 
     def _served(self, spec: BackendSpec, label: Label, elapsed: float) -> None:
         m = self.metrics
@@ -713,7 +744,7 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         if tenancy is not None and not config.metrics_public and not await authorised(request):
             return error_response(401, "with tenants on, /metrics needs the admin token or an admin key (or "
                                   "`metrics_public: true`)", "unauthorised")  # fmt: skip
-        return Response(generate_latest(gw.metrics.registry), media_type="text/plain; version=0.0.4")
+        return Response(gw.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     async def authorised(request: Request) -> bool:
         """The admin token, or an admin key; with tenancy on there is no open admin API."""
@@ -735,7 +766,8 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
              "usd_per_token_now": s.usd_per_token(), "books": gw.metering.view(s.spec.id)}
             for pool in gw.pools.values() for s in pool.states
         ]  # fmt: skip
-        return JSONResponse({"backends": data})
+        shared = gw.shared is not None and gw.shared.connected
+        return JSONResponse({"backends": data, "health_shared": shared})
 
     async def drain(request: Request) -> Response:
         if not await authorised(request):

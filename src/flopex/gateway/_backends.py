@@ -66,11 +66,15 @@ class BackendState:
             self.tpot += _ALPHA * (tpot - self.tpot)
 
     def succeeded(self) -> None:
+        self.restore()
+        self.served += 1
+
+    def restore(self) -> None:
+        """In service again, with a clean record (its probe answered, here or in another gateway process)."""
         self.failures = 0
         self.ejected_until = 0.0
         self.backoff = 0.0
         self.probing = False
-        self.served += 1
 
     def released(self) -> None:
         """An attempt ended with no verdict on the backend (its client left, the answer was the client's error,

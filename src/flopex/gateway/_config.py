@@ -78,8 +78,9 @@ class Endpoint(_Strict):
 class Timeouts(_Strict):
     connect_s: PositiveFloat = 2.0
     first_byte_s: PositiveFloat = Field(
-        5.0, description="past the backend's expected time to first token (longer for long prompts): then it counts "
-        "as hung and the request fails over"
+        5.0,
+        description="past the backend's expected time to first token (longer for long prompts): then it counts "
+        "as hung and the request fails over",
     )
     between_chunks_s: PositiveFloat = 10.0
     total_s: PositiveFloat = 600.0
@@ -109,6 +110,10 @@ class Health(_Strict):
     eject_after_failures: PositiveInt = 3
     backoff_s: PositiveFloat = 1.0
     max_backoff_s: PositiveFloat = 5.0
+    redis_url: str | None = Field(
+        None, description="share ejections with every gateway process on this Redis (`flopex serve` defaults it "
+        "to tenants.redis_url, else FLOPEX_REDIS_URL); without it each process keeps its own"
+    )  # fmt: skip
 
 
 class Tenants(_Strict):

@@ -27,6 +27,7 @@ from flopex.ledger._store import (
     default_url,
     period_bounds,
     period_key,
+    safe_url,
 )
 
 __all__ = [
@@ -55,5 +56,6 @@ __all__ = [
     "period_bounds",
     "period_key",
     "reconcile_redis",
+    "safe_url",
     "unknown_note",
 ]

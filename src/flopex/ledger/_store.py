@@ -27,7 +27,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from flopex.errors import LedgerError, did_you_mean
 from flopex.ledger._schema import api_keys, budget_usage, budgets, tenants, usage_records
 
-__all__ = ["GROUP_BY", "TIERS", "Budget", "KeyInfo", "LedgerStore", "UsageRecord", "period_bounds", "period_key"]
+__all__ = [
+    "GROUP_BY",
+    "TIERS",
+    "Budget",
+    "KeyInfo",
+    "LedgerStore",
+    "UsageRecord",
+    "period_bounds",
+    "period_key",
+    "safe_url",
+]
 
 TIERS = ("interactive", "batch")
 GROUP_BY = ("model", "backend", "day")
@@ -117,7 +127,7 @@ class LedgerStore:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.dialect = self.engine.dialect.name
-        self.safe_url = _safe(url)
+        self.safe_url = safe_url(url)
         columns = [c.name for c in usage_records.columns]
         marks = [f"%({c})s" if self.dialect == "postgresql" else f":{c}" for c in columns]
         self._insert_records = (
@@ -433,7 +443,7 @@ def _sqlite_pragmas(connection: Any, record: Any) -> None:
     cursor.close()
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
