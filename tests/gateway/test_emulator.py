@@ -36,7 +36,7 @@ def test_a_long_prompt_takes_its_prefill_time_and_a_short_one_does_not(client_fo
         long = _ttft(client, 4 * 8000)
     # a lone 8,000-token prompt is one step of 8,000 prefill tokens (the budget is 8,192), plus the overhead
     tokens = 8000 + 8  # the JSON around the message counts too, four characters a token
-    expected = (rep.step(Batch(0, 0.0, tokens, tokens * tokens / 2, 1)).total_s + rep.engine.request_overhead_s)
+    expected = rep.step(Batch(0, 0.0, tokens, tokens * tokens / 2, 1)).total_s + rep.engine.request_overhead_s
     assert long == pytest.approx(expected * scale, rel=0.15)
     assert short < long / 5
 

@@ -79,7 +79,6 @@ class _Metrics:
             "flopex_budget_alerts", "Requests admitted past a soft budget", ["model"], registry=self.registry
         )
 
-
     def exposition(self) -> bytes:
         """/metrics: this process's series, or, under `flopex serve --workers N` (prometheus_client's multiprocess
         mode, PROMETHEUS_MULTIPROC_DIR), the counters of every worker summed. A backend's books (its time split
