@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,12 +27,18 @@ def fake_gateway(
     ids: tuple[str, ...] = ("a", "b"),
     routing: dict[str, Any] | None = None,
     shares: dict[str, list[float]] | None = None,
+    upstream_model: str = MODEL,
     **config: Any,
 ) -> Iterator[tuple[Server, FakeUpstream, FakeClock, openai.OpenAI]]:  # fmt: skip
     """A gateway over fake backends `ids` (tried in id order unless `routing` says otherwise), its fake
     upstream and clock, and an official client for it."""
     upstream, clock = FakeUpstream(), FakeClock()
-    specs = [dataclasses.replace(spec(i, f"http://{i}"), shares=tuple((shares or {}).get(i, ()))) for i in ids]
+    specs = [
+        dataclasses.replace(
+            spec(i, f"http://{i}"), shares=tuple((shares or {}).get(i, ())), upstream_model=upstream_model
+        )
+        for i in ids
+    ]
     route: dict[str, Any] = {"routing": routing if routing is not None else scored(prior=1.0)}
     if shares:
         route["buckets"] = config.pop("buckets")
@@ -232,3 +239,19 @@ def test_the_plan_prior_sends_each_prompt_bucket_where_the_plan_put_it() -> None
         long = collections.Counter(ask(client, "word " * 2400).headers["x-flopex-backend"] for _ in range(20))
     assert long == {"b": 20}
     assert 0.70 <= short["a"] / 200 <= 0.90, short  # 0.8 planned; binomial sd 0.028
+
+
+def test_the_clients_bytes_go_upstream_as_they_came_unless_something_in_them_must_change() -> None:
+    with fake_gateway(("a",)) as (server, upstream, _, _):
+        body = ('{ "messages" : [{"role":"user","content":"naïve 東京 \\u00e9"}],\n "max_tokens": 2,'
+                f' "temperature": 1.0e0, "model": "{MODEL}", "x-vendor": {{"k": [1, 2.50]}} }}').encode()  # fmt: skip
+        assert http("POST", f"{server.url}/v1/chat/completions", body).status == 200
+        assert upstream.to("a")[-1].raw == body
+        streamed = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True})
+        assert http("POST", f"{server.url}/v1/chat/completions", streamed.encode()).status == 200
+        assert upstream.to("a")[-1].body["stream_options"] == {"include_usage": True}  # the gateway's label needs it
+    with fake_gateway(("a",), upstream_model="meta-llama/Llama-3.1-8B-Instruct") as (server, upstream, _, _):
+        assert http("POST", f"{server.url}/v1/chat/completions", body).status == 200
+        sent = upstream.to("a")[-1]
+        assert sent.body["model"] == "meta-llama/Llama-3.1-8B-Instruct"
+        assert sent.body["messages"][0]["content"] == "naïve 東京 é" and "東京".encode() in sent.raw

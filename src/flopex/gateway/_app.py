@@ -11,10 +11,10 @@ import logging
 import os
 import random
 import time
-import uuid
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -29,10 +29,11 @@ from starlette.routing import Route
 
 from flopex.economics import Label, load_energy_table
 from flopex.errors import did_you_mean
+from flopex.gateway import _json
 from flopex.gateway._backends import BackendState, Pool
 from flopex.gateway._config import BackendSpec, GatewayConfig
 from flopex.gateway._errors import JSONResponse, error_response
-from flopex.gateway._inflight import Call, Retry, Upstream, client_left, error_event, unless_left
+from flopex.gateway._inflight import Call, Retry, Upstream, error_event, unless_left
 from flopex.gateway._labels import MeterCollector, Metering, label_headers
 from flopex.gateway._limits import body_limit
 from flopex.gateway._openapi import openapi
@@ -46,6 +47,14 @@ from flopex.gateway._validate import request_problem
 __all__ = ["create_app", "error_response"]
 
 log = logging.getLogger("flopex.gateway")
+
+
+@dataclass(frozen=True)
+class _Series:
+    answered: Counter
+    latency: Histogram
+    cost: Counter
+    in_flight: Gauge
 
 
 class _Metrics:
@@ -78,6 +87,17 @@ class _Metrics:
         self.budget_alerts = Counter(
             "flopex_budget_alerts", "Requests admitted past a soft budget", ["model"], registry=self.registry
         )
+        self._series: dict[str, _Series] = {}
+
+    def of(self, spec: BackendSpec) -> _Series:
+        """The series every answer of `spec`'s backend updates, looked up once."""
+        series = self._series.get(spec.id)
+        if series is None:
+            series = self._series[spec.id] = _Series(
+                self.requests.labels(spec.model, spec.id, "200"), self.latency.labels(spec.model),
+                self.cost.labels(spec.model, spec.id), self.in_flight.labels(spec.id),
+            )  # fmt: skip
+        return series
 
     def exposition(self) -> bytes:
         """/metrics: this process's series, or, under `flopex serve --workers N` (prometheus_client's multiprocess
@@ -196,7 +216,7 @@ class Gateway:
     # --- requests -------------------------------------------------------------------------------------------
     async def proxy(self, request: Request, path: str) -> Response:
         caller_rid = _caller_request_id(request)
-        own_rid = None if caller_rid else uuid.uuid4().hex  # the ledger keys on ids the gateway made, not callers'
+        own_rid = None if caller_rid else os.urandom(16).hex()  # the ledger keys on ids the gateway made, not callers'
         rid = caller_rid or own_rid or ""
         limits = self.config.limits
         length = request.headers.get("content-length")
@@ -223,7 +243,7 @@ class Gateway:
         adm: Admission | None = None
         if self.tenancy is not None:
             admitted = await self.tenancy.admit(
-                request, model, payload, pool.states, own_rid or uuid.uuid4().hex, len(body), self.in_flight,
+                request, model, payload, pool.states, own_rid or os.urandom(16).hex(), len(body), self.in_flight,
                 int(limits.max_in_flight * limits.batch_share),
             )  # fmt: skip
             if isinstance(admitted, Response):
@@ -247,16 +267,13 @@ class Gateway:
         if problem is not None:  # the client's mistake: no backend sees it
             await self._finish(adm, None, None, 400)
             return self._tag(problem.response(rid), adm)
-        call = self._call(request, path, payload, pool, rid, adm)
-        left = asyncio.ensure_future(client_left(request))
+        call = self._call(request, path, payload, body, pool, rid, adm)
         try:
-            outcome = await unless_left(left, self._begin(call))
+            outcome = await unless_left(request, self._begin(call))
         except BaseException:
             if call.current is not None:
                 call.settle(call.current)
             raise
-        finally:
-            left.cancel()
         if outcome is None:
             await self._abandon(call)
             return self._tag(error_response(499, "the client closed the request", "client_closed_request", rid), adm)
@@ -268,14 +285,18 @@ class Gateway:
         return self._tag(outcome, adm)
 
     def _call(
-        self, request: Request, path: str, payload: dict[str, Any], pool: Pool, rid: str, adm: Admission | None
-    ) -> Call:
+        self, request: Request, path: str, payload: dict[str, Any], body: bytes, pool: Pool, rid: str,
+        adm: Admission | None,
+    ) -> Call:  # fmt: skip
         stream = bool(payload.get("stream"))
         want_usage = stream and bool((payload.get("stream_options") or {}).get("include_usage"))
         jurisdiction = request.headers.get("x-flopex-jurisdiction")
-        route = pool.request(prompt_tokens(payload), self._prefix_key(pool, payload), jurisdiction)
+        prompt = prompt_tokens(payload)
+        route = pool.request(prompt, self._prefix_key(pool, payload), jurisdiction)
         tried: set[str] = set(adm.excluded) if adm is not None else set()
-        return Call(pool, route, path, payload, rid, adm, stream, want_usage, tried, _forwarded(request))
+        # the client's bytes go upstream as they came unless something in them must change
+        raw = body if (adm is None or not adm.rewrote) and (not stream or want_usage) else None
+        return Call(pool, route, path, payload, rid, adm, stream, want_usage, tried, prompt, raw, _forwarded(request))
 
     async def _begin(self, call: Call) -> Response | Upstream:
         """The first answer: a response, or a stream whose first line came within `keepalive_after_s` or has not
@@ -364,13 +385,12 @@ class Gateway:
         """One upstream attempt, bounded by its first-byte deadline: a response to return, a stream the upstream
         has taken, or `Retry` (the attempt settled, and blamed as its failure says)."""
         spec, t = state.spec, self.config.timeouts
-        body = dict(call.payload, model=spec.upstream_model)
-        if call.stream:
-            body["stream_options"] = dict(call.payload.get("stream_options") or {}, include_usage=True)
-        up = self._send(state, call, prompt_tokens(body))
+        up = self._send(state, call, call.prompt)
         within = asyncio.timeout(self._first_byte_s(state, up.prompt, _answer_bound(call), call.stream))
         headers = {**call.forward, "content-type": "application/json", "x-request-id": call.rid, **self._auth(spec)}
-        data = json.dumps(body, ensure_ascii=False).encode()  # UTF-8 as sent: text is not inflated into escapes
+        data = (
+            call.raw if call.raw is not None and spec.upstream_model == call.pool.model else _upstream_body(call, spec)
+        )
         try:
             async with within:
                 up.resp = await self.transport.post(f"{spec.base_url}/{call.path}", data, headers, t.total_s,
@@ -395,7 +415,7 @@ class Gateway:
 
     def _send(self, state: BackendState, call: Call, prompt: int) -> Upstream:
         """An attempt goes to `state`'s backend: in flight there, and started on its meter."""
-        gauge = self.metrics.in_flight.labels(state.spec.id)
+        gauge = self.metrics.of(state.spec).in_flight
         meter = self.metering.begin(state, prompt, call.stream, None if call.adm is None else call.adm.cap_usd)
 
         def leave() -> None:
@@ -441,7 +461,7 @@ class Gateway:
         """A whole answer: labelled with what it took of its backend, which is credited; the request settled."""
         spec = up.state.spec
         try:
-            data = json.loads(text)
+            data = _json.loads(text)
         except ValueError:
             error = error_response(502, f"backend {spec.id} sent an unreadable answer", "upstream_error", call.rid, 1)
             return self._fail(call, up, Retry(error, "backend"))
@@ -528,7 +548,7 @@ class Gateway:
         up.token()
         if b'"usage"' not in line:
             return line
-        event = json.loads(line[6:])
+        event = _json.loads(line[6:])
         if not (isinstance(event, dict) and isinstance(event.get("usage"), dict)):
             return line
         up.usage = event["usage"]
@@ -539,7 +559,7 @@ class Gateway:
             return None
         event["usage"]["cost"] = label.cost_usd
         event["flopex"] = label.model_dump(mode="json")
-        return b"data: " + json.dumps(event).encode() + b"\n"
+        return b"data: " + _json.dumps(event) + b"\n"
 
     async def _ended(self, call: Call, up: Upstream, ok: bool) -> None:
         """A stream's end: labelled with what it took (the gateway's count where no usage came); its backend
@@ -578,7 +598,8 @@ class Gateway:
     async def _book(self, adm: Admission | None, spec: BackendSpec | None, label: Label | None, status: int,
                     ttft: float | None = None) -> None:  # fmt: skip
         """`_finish`, run to its end even when the client leaves meanwhile (which cancels what serves it)."""
-        await asyncio.shield(self._finish(adm, spec, label, status, ttft))
+        if adm is not None:
+            await asyncio.shield(self._finish(adm, spec, label, status, ttft))
 
     def _failed(self, state: BackendState) -> None:
         h = self.config.health
@@ -594,12 +615,12 @@ class Gateway:
             self.shared.restored(state)
 
     def _served(self, spec: BackendSpec, label: Label, elapsed: float) -> None:
-        m = self.metrics
-        m.requests.labels(spec.model, spec.id, "200").inc()
-        m.latency.labels(spec.model).observe(elapsed)
-        m.cost.labels(spec.model, spec.id).inc(label.cost_usd)
-        if label.energy_wh_facility is not None:
-            m.energy.labels(spec.model, spec.id).inc(label.energy_wh_facility)
+        series = self.metrics.of(spec)
+        series.answered.inc()
+        series.latency.observe(elapsed)
+        series.cost.inc(label.cost_usd)
+        if label.energy_wh_facility is not None:  # unknown energy is no series, not a zero
+            self.metrics.energy.labels(spec.model, spec.id).inc(label.energy_wh_facility)
 
 
 _MAX_REQUEST_ID = 128
@@ -655,6 +676,15 @@ def _parse(body: bytes) -> Any:
     except RecursionError:
         return "nested too deeply"
     return payload
+
+
+def _upstream_body(call: Call, spec: BackendSpec) -> bytes:
+    """The request for `spec`'s backend: its own model name and, for a stream, the usage chunk asked for; UTF-8
+    as the client sent it (text is not inflated into escapes)."""
+    body = dict(call.payload, model=spec.upstream_model)
+    if call.stream:
+        body["stream_options"] = dict(call.payload.get("stream_options") or {}, include_usage=True)
+    return _json.dumps(body)
 
 
 def _tokens(usage: Any, data: Any, chunks: int = 0) -> tuple[int, int, str]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.responses import JSONResponse as _StarletteJSON
+
+from flopex.gateway._json import dumps
 
 __all__ = ["JSONResponse", "error_response"]
 
@@ -15,11 +16,7 @@ class JSONResponse(_StarletteJSON):
     surrogate (which UTF-8 cannot carry): then escaped as `\\udXXX`, still valid JSON. Never an error."""
 
     def render(self, content: Any) -> bytes:
-        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        try:
-            return text.encode("utf-8")
-        except UnicodeEncodeError:
-            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+        return dumps(content)
 
 
 _ERROR_TYPES = {

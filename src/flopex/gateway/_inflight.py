@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -31,7 +31,7 @@ from flopex.gateway._tenancy import Admission
 from flopex.gateway._transport import UpstreamReply
 from flopex.routing import RouteRequest
 
-__all__ = ["Blame", "Call", "Retry", "Upstream", "client_left", "error_event", "unless_left"]
+__all__ = ["Blame", "Call", "Retry", "Upstream", "error_event", "unless_left"]
 
 T = TypeVar("T")
 Blame = Literal["backend", "unsure", "none"]  # the backend's fault, perhaps the request's, nobody's
@@ -144,6 +144,8 @@ class Call:
     stream: bool
     want_usage: bool  # the client asked for the stream's usage chunk
     tried: set[str]
+    prompt: int  # the gateway's estimate of the prompt's tokens
+    raw: bytes | None  # the client's body, where it can go upstream as it came
     forward: dict[str, str] = field(default_factory=dict)  # the client's headers that go upstream as they are
     start: float = field(default_factory=time.perf_counter)
     attempts: int = 0
@@ -157,7 +159,7 @@ class Call:
             self.current = None
 
 
-async def client_left(request: Request) -> None:
+async def _client_left(request: Request) -> None:
     """Returns when the client has gone: with its body read, the next message it sends is its disconnect. A server
     that cannot tell leaves it waiting for ever."""
     try:
@@ -167,22 +169,31 @@ async def client_left(request: Request) -> None:
         await asyncio.Event().wait()
 
 
-async def unless_left(left: asyncio.Future[None], work: Coroutine[Any, Any, T]) -> T | None:
-    """`work`'s result, or None (with `work` cancelled) when the client leaves first."""
-    task = asyncio.ensure_future(work)
-    either: set[asyncio.Future[Any]] = {task, left}
+async def unless_left(request: Request, work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None when the client leaves first (`work` is then cancelled where it waits). `work` runs
+    in the calling task; a watcher task cancels that task if the client goes."""
+    task = asyncio.current_task()
+    assert task is not None
+    watching = True
+    gone = False
+
+    def cancel(watcher: asyncio.Future[None]) -> None:
+        nonlocal gone
+        if watching and not watcher.cancelled():  # scheduled before `work` ended, run after: too late to matter
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(_client_left(request))
+    watcher.add_done_callback(cancel)
     try:
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
+        if gone and task.uncancel() == 0:  # cancelled for the client's leaving alone: not the caller's to see
+            return None
         raise
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.wait({task})  # let it unwind; its attempt in flight is the caller's to settle
-    if not task.cancelled():
-        task.exception()
-    return None
+    finally:
+        watching = False
+        watcher.cancel()
 
 
 def error_event(response: Response) -> bytes:

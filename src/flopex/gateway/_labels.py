@@ -114,7 +114,10 @@ class Metering:
         self.specs = {s.id: s for s in specs}
         self.meters = {s.id: BackendMeter(rate_card(s), t0) for s in self.specs.values()}
         self.energy = energy
+        self._bands = None if energy is None else energy.grades["1k_output_tokens"]
+        self._uncertainty = None if energy is None else energy.power.uncertainty_pct.value
         self._keys = itertools.count()
+        self._second, self._stamp = 0, ""
 
     def begin(self, state: BackendState, prompt_tokens: int, streamed: bool, cap_usd: float | None = None) -> Attempt:
         """An attempt goes to `state`'s backend now. A streamed answer's first token is observed; one that is not
@@ -126,12 +129,17 @@ class Metering:
         return attempt
 
     def label(self, spec: BackendSpec, charge: Charge, prompt: int, completion: int, counted: str) -> Label:
-        bands = None if self.energy is None else self.energy.grades["1k_output_tokens"]
-        uncertainty = None if self.energy is None else self.energy.power.uncertainty_pct.value
         return request_label(
-            charge, self.meters[spec.id].card, prompt, completion, counted, bands=bands, uncertainty_pct=uncertainty,
-            generated=datetime.now(UTC).isoformat(timespec="seconds"),
+            charge, self.meters[spec.id].card, prompt, completion, counted, bands=self._bands,
+            uncertainty_pct=self._uncertainty, generated=self._now(),
         )  # fmt: skip
+
+    def _now(self) -> str:
+        """The time a label is generated, to the second (written once a second, not once an answer)."""
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._stamp = second, datetime.fromtimestamp(second, UTC).isoformat()
+        return self._stamp
 
     def totals(self) -> dict[str, MeterTotals]:
         now = self.clock()

@@ -35,6 +35,7 @@ class Admission:
     started: float
     excluded: frozenset[str] = frozenset()  # backends outside the key's jurisdictions
     cap_usd: float | None = None  # what was reserved: the most the request is charged
+    rewrote: bool = False  # the request was given a max_tokens: its body must be written anew
     done: bool = False
 
 
@@ -107,7 +108,7 @@ class Tenancy:
             return error_response(429, "the gateway is busy; batch-tier keys wait while interactive traffic is high",
                                   "batch_shed", rid, 1)  # fmt: skip
         field = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
-        max_tokens = payload.get(field)
+        max_tokens = asked = payload.get(field)
         if request.url.path.endswith("/embeddings"):
             max_tokens = 0  # an embedding has no answer to bound, and its backend would refuse the field
         elif max_tokens is None:  # bound the answer, so that the reservation bounds its cost
@@ -136,7 +137,9 @@ class Tenancy:
         excluded = frozenset(s.spec.id for s in all_states) - {s.spec.id for s in states}
         for alert in reservation.alerts:
             log.warning("soft budget: %s", alert)
-        return Admission(key, reservation, rid, model, time.perf_counter(), excluded, worst)
+        return Admission(
+            key, reservation, rid, model, time.perf_counter(), excluded, worst, payload.get(field) is not asked
+        )
 
     async def finish(self, adm: Admission, spec: BackendSpec | None, label: Label | None, status: int,
                      ttft: float | None = None) -> None:  # fmt: skip

@@ -53,6 +53,7 @@ class Sent:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
+    raw: bytes = b""  # the body as sent
     closed_early: bool = False
 
 
@@ -104,7 +105,7 @@ class FakeUpstream:
         self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float, connect_s: float | None = None
     ) -> UpstreamReply:
         backend, path = _where(url)
-        sent = Sent(backend, path, json.loads(body), dict(headers))
+        sent = Sent(backend, path, json.loads(body), dict(headers), body)
         with self._lock:
             self.sent.append(sent)
             queue = self._scripts.get(backend)
