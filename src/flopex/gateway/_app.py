@@ -225,9 +225,10 @@ class Gateway:
         body = await request.body()
         if len(body) > limits.max_body_bytes:
             return error_response(413, f"request body over {limits.max_body_bytes:,} bytes", "request_too_large", rid)
-        payload = _parse(body)
-        if isinstance(payload, str):
-            return error_response(400, f"the request body is not valid JSON: {payload}", "invalid_json", rid)
+        try:
+            payload = _json.parse_request(body)
+        except ValueError as exc:
+            return error_response(400, f"the request body is not valid JSON: {exc}", "invalid_json", rid)
         if not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
             return error_response(400, "the request needs a `model` (a string)", "missing_model", rid)
         if "stream" in payload and not isinstance(payload["stream"], bool):
@@ -652,30 +653,6 @@ def _caller_request_id(request: Request) -> str | None:
     if rid is None or not 0 < len(rid) <= _MAX_REQUEST_ID or not (rid.isascii() and rid.isprintable()):
         return None
     return rid
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _parse(body: bytes) -> Any:
-    """The request body as JSON, or why it is not: strict JSON (no NaN or Infinity), nested at most as deep as
-    Python's parser goes, and text without lone surrogates (which no backend could be sent)."""
-    try:
-        payload = json.loads(body, parse_constant=_no_constant)
-    except RecursionError:
-        return "nested too deeply"
-    except ValueError as exc:
-        return str(exc)
-    if b"\\ud" not in body.lower():  # a surrogate can only come from a \u escape: the common case skips the check
-        return payload
-    try:
-        json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff without its pair)"
-    except RecursionError:
-        return "nested too deeply"
-    return payload
 
 
 def _upstream_body(call: Call, spec: BackendSpec) -> bytes:
