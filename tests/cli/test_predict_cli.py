@@ -80,6 +80,18 @@ def test_calibrate_report_prints_every_point() -> None:
     assert metrics.count("seconds_per_video") == 8 and metrics.count("accelerator_hours") == 7
 
 
+def test_calibrate_report_cross_validates_by_publication() -> None:
+    code, out = run("calibrate", "report", "--cross-validate", "--json")
+    assert code == 0, out
+    llm, video = json.loads(out)
+    assert llm["folds"] == 2 and set(llm["not_fitted"]) == set()
+    fitted = [r for r in llm["rows"] if r["status"] == "fitted"]
+    assert len(fitted) == 7 and any(abs(r["held_out_error"] - r["error"]) > 0.05 for r in fitted)
+    assert all(r["held_out"] == r["predicted"] for r in llm["rows"] if r["status"] == "uncertain")
+    assert {r["publication"] for r in fitted} == {"TensorRT-LLM perf-overview v1.0", "NIM 1.8.0 benchmarking guide"}
+    assert video["factors"]["video.attention_fraction"]["prior"] == 0.35
+
+
 def test_calibrate_fit_writes_an_overlay_that_predictions_then_apply(tmp_path: Path) -> None:
     shipped = Path(__file__).resolve().parents[2] / "src" / "flopex" / "data" / "calibration" / "llm-serving.yaml"
     points = [p for p in yaml.safe_load(shipped.read_text())["points"] if p["id"].startswith("trtllm")]

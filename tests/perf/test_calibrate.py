@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 import pytest
@@ -9,52 +8,126 @@ import yaml
 from flopex.catalog import AcceleratorTable
 from flopex.errors import CalibrationError
 from flopex.perf import (
+    CalibrationPoint,
     Efficiency,
     ProbeResult,
+    choose_parameters,
     compare,
+    cross_validate,
     fit,
     guess_accelerator,
     load_efficiency,
     load_points,
+    load_priors,
     merge_efficiency,
     probe_overlay,
 )
-from flopex.perf._calibrate import _overlay
+from flopex.perf._calibrate import _overlay, fold_table
 
 SHIPPED_POINTS = Path(__file__).resolve().parents[2] / "src" / "flopex" / "data" / "calibration" / "llm-serving.yaml"
-# MLPerf v4.1 H100 figures imply ~72% of the FP8 peak at the file's assumed 700-token mean input, beyond what
-# every other row (and the MI300X result on the same benchmark) allows; see docs/performance.md.
-MLPERF_H100 = {"mlperf41-llama2-70b-8xh100-offline", "mlperf41-llama2-70b-8xh100-server"}
+SHIPPED_VIDEO_TRAINING = SHIPPED_POINTS.parent / "video-training.yaml"
+# what a fitted or check row may miss by, with the shipped table: wider than the held-out medians
+# (`flopex calibrate report --cross-validate`), since one row may sit in a tail
+TOLERANCE = 0.20
 
 
-def test_shipped_defaults_against_the_published_measurements(eff: Efficiency, accs: AcceleratorTable) -> None:
-    rows = compare(load_points(SHIPPED_POINTS), eff, accs)
-    assert len(rows) == 13
-    errors = [abs(r.error) for r in rows]
-    assert statistics.median(errors) <= 0.15
-    others = [r for r in rows if r.point not in MLPERF_H100]
-    assert all(abs(r.error) <= 0.20 for r in others), [(r.point, r.metric, round(r.error, 3)) for r in others]
-    assert sum(abs(r.error) <= 0.15 for r in others) >= 8
+@pytest.mark.parametrize("path", [SHIPPED_POINTS, SHIPPED_VIDEO_TRAINING], ids=["llm-serving", "video-training"])
+def test_every_shipped_row_is_within_tolerance_or_says_why_not(
+    path: Path, eff: Efficiency, accs: AcceleratorTable
+) -> None:
+    """Fitted and check rows within TOLERANCE; a known miss really misses (or its mark is stale); uncertain
+    rows are reported, apart, and asserted nothing about."""
+    rows = compare(load_points(path), eff, accs)
+    held = [r for r in rows if r.status in ("fitted", "check")]
+    assert held and all(abs(r.error) <= TOLERANCE for r in held), [
+        (r.point, r.metric, round(r.error, 3)) for r in held if abs(r.error) > TOLERANCE
+    ]
+    for r in rows:
+        if r.status == "known miss":
+            assert abs(r.error) > TOLERANCE, f"{r.point} is marked as a known miss but is within {TOLERANCE:.0%}"
+
+
+def _synthetic(accs: AcceleratorTable, truth: Efficiency, shapes: list[tuple[int, int]]) -> list[CalibrationPoint]:
+    """The MI300X MLPerf row at known shapes, each 'measured' by the model at `truth`."""
+    base = next(p for p in load_points(SHIPPED_POINTS) if p.accelerator == "MI300X")
+    assert isinstance(base, CalibrationPoint)
+    points = []
+    for n, (inp, out) in enumerate(shapes):
+        shaped = base.model_copy(update={"id": f"mi300x-{n}", "input_tokens": inp, "output_tokens": out,
+                                         "uncertain": None, "publication": f"synthetic {n}"})  # fmt: skip
+        measured = {m.metric: m.predicted for m in compare([shaped], truth, accs)}
+        points.append(shaped.model_copy(update={"measured": measured}))
+    return points
 
 
 def test_fit_recovers_a_known_software_factor(eff: Efficiency, accs: AcceleratorTable, tmp_path: Path) -> None:
-    points = [p for p in load_points(SHIPPED_POINTS) if p.accelerator == "MI300X"]
     truth = merge_efficiency(eff, _overlay(["software.AMD.vllm"], [0.6], "truth"), "truth")
-    measured = compare(points, truth, accs)
-    rows = []
-    for p in points:
-        figures = {m.metric: m.predicted for m in measured if m.point == p.id}
-        rows.append({**p.model_dump(mode="json", exclude={"slo"}), "measured": figures})
-    data = {"points": rows}
-    path = tmp_path / "measured.yaml"
-    path.write_text(yaml.safe_dump(data))
-    result = fit(load_points(path), eff, accs, ["software.AMD.vllm"])
+    points = _synthetic(accs, truth, [(700, 294), (2000, 500)])
+    result = fit(points, eff, accs, ["software.AMD.vllm"])
+    assert result.parameters["software.AMD.vllm"][0] == pytest.approx(0.75)  # started from its prior
     assert result.parameters["software.AMD.vllm"][1] == pytest.approx(0.6, rel=0.02)
     assert all(abs(r.error) < 0.01 for r in result.after)
     # the overlay it returns loads and gives the same answer
     overlay = tmp_path / "efficiency.yaml"
     overlay.write_text(yaml.safe_dump(result.overlay))
     assert load_efficiency([overlay]).software_factor("AMD", "vllm") == pytest.approx(0.6, rel=0.02)
+
+
+def test_a_factor_informed_by_one_point_is_never_fitted(eff: Efficiency, accs: AcceleratorTable) -> None:
+    truth = merge_efficiency(eff, _overlay(["software.AMD.vllm"], [0.6], "truth"), "truth")
+    one = _synthetic(accs, truth, [(700, 294)])
+    with pytest.raises(
+        CalibrationError, match=r"software.AMD.vllm is informed by 1 fitted point\(s\) \(only mi300x-0\)"
+    ):
+        fit(one, eff, accs, ["software.AMD.vllm"])
+    chosen, skipped = choose_parameters([*one, *load_points(SHIPPED_POINTS)], accs, eff)
+    assert "software.AMD.vllm" not in chosen and "one fitted point only (mi300x-0)" in skipped["software.AMD.vllm"]
+
+
+def test_more_factors_than_figures_is_refused(eff: Efficiency, accs: AcceleratorTable) -> None:
+    two = _synthetic(accs, eff, [(700, 294), (2000, 500)])
+    with pytest.raises(CalibrationError, match="underdetermined"):
+        fit(two, eff, accs, ["software.AMD.vllm", "memory.fraction"])
+
+
+def test_uncertain_rows_never_move_a_fit(eff: Efficiency, accs: AcceleratorTable) -> None:
+    points = load_points(SHIPPED_POINTS)
+    moved = [
+        p.model_copy(update={"measured": {k: v * 3 for k, v in p.measured.items()}}) if p.uncertain else p
+        for p in points
+        if isinstance(p, CalibrationPoint)
+    ]
+    assert any(p.uncertain for p in moved)
+    assert fit(moved, eff, accs).parameters == fit(points, eff, accs).parameters
+
+
+def test_a_held_out_prediction_comes_from_the_fit_without_its_publication(
+    eff: Efficiency, accs: AcceleratorTable
+) -> None:
+    points = load_points(SHIPPED_POINTS)
+    cv = cross_validate(points, eff, accs)
+    nim = [v for v in cv.rows if v.row.group == "NIM 1.8.0 benchmarking guide"]
+    assert nim and cv.folds == 2
+    rest = [p for p in points if p.group != "NIM 1.8.0 benchmarking guide"]
+    names = [*cv.fit.parameters, *cv.fit.skipped]
+    alone = fit(rest, eff, accs, reset=names, allow_nothing=True)
+    expected = {
+        (r.point, r.metric): r.predicted for r in compare(points, fold_table(alone, eff, names, load_priors()), accs)
+    }
+    for v in nim:
+        assert v.held_out == pytest.approx(expected[(v.row.point, v.row.metric)], rel=1e-9)
+        assert v.held_out != pytest.approx(v.row.predicted, rel=1e-3)  # held out is not in sample
+    for v in cv.rows:
+        if v.row.status != "fitted":
+            assert v.held_out == v.row.predicted  # never fitted: one prediction
+
+
+def test_known_miss_is_for_check_rows(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    raw = yaml.safe_load(SHIPPED_POINTS.read_text())["points"][4]
+    path.write_text(yaml.safe_dump({"points": [{**raw, "known_miss": "a mechanism flopex lacks"}]}))
+    with pytest.raises(CalibrationError, match="known_miss is for check rows"):
+        load_points(path)
 
 
 @pytest.mark.parametrize(
@@ -107,27 +180,26 @@ def test_guess_accelerator(accs: AcceleratorTable, name: str, acc: str | None) -
     assert (found.id if found else None) == acc
 
 
-SHIPPED_VIDEO_TRAINING = SHIPPED_POINTS.parent / "video-training.yaml"
-
-
-def test_video_and_training_points_are_all_reported(eff: Efficiency, accs: AcceleratorTable) -> None:
+def test_video_and_training_fit_from_their_priors_to_the_shipped_factors(
+    eff: Efficiency, accs: AcceleratorTable
+) -> None:
     points = load_points(SHIPPED_VIDEO_TRAINING)
-    rows = compare(points, eff, accs)
-    assert len(rows) == len(points) == 15
-    calibrated = [r for r in rows if r.role == "calibrate"]
-    assert {r.point for r in calibrated} == {"wan21-t2v-14b-720p-1xh100", "llama2-70b-pretraining"}
-    assert all(abs(r.error) <= 0.03 for r in calibrated)
-    video_checks = [r for r in rows if r.role == "check" and r.metric == "seconds_per_video"]
-    assert all(abs(r.error) <= 0.20 for r in video_checks), [(r.point, round(r.error, 3)) for r in video_checks]
-
-
-def test_fitting_video_and_training_reproduces_the_shipped_factors(eff: Efficiency, accs: AcceleratorTable) -> None:
-    result = fit(load_points(SHIPPED_VIDEO_TRAINING), eff, accs)
+    assert len(compare(points, eff, accs)) == len(points) == 15
+    result = fit(points, eff, accs)
     assert set(result.parameters) == {"video.attention_fraction", "training.mfu_by_accelerator.A100-SXM-80GB"}
-    for name, (before, after) in result.parameters.items():
-        assert after == pytest.approx(before, rel=0.01), name  # the shipped table is this fit
-    # checks are reported after the fit too, but did not drive it
-    assert len(result.after) == 15
+    priors = load_priors()
+    for name, (start, after) in result.parameters.items():
+        assert start == priors[name][0]
+        assert after == pytest.approx(_value(eff, name), rel=0.01), name  # the shipped table is this fit
+    cv = cross_validate(points, eff, accs)
+    fitted = [v for v in cv.rows if v.row.status == "fitted"]
+    assert len(fitted) == 4 and all(abs(v.held_out_error) <= 0.15 for v in fitted)
+
+
+def _value(eff: Efficiency, name: str) -> float:
+    if name == "video.attention_fraction":
+        return eff.video.attention_fraction.value
+    return eff.training.mfu_by_accelerator[name.rsplit(".", 1)[1]].value
 
 
 def test_a_file_of_checks_only_has_nothing_to_fit(eff: Efficiency, accs: AcceleratorTable, tmp_path: Path) -> None:

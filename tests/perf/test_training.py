@@ -34,9 +34,10 @@ def test_flops_follow_six_n_d_plus_attention() -> None:
     assert training_flops(ds, 1.0, 1) < 6 * ds.total_params / 10
 
 
-def test_llama2_70b_matches_the_published_gpu_hours(eff: Efficiency, accs: AcceleratorTable) -> None:
+def test_a_runs_wall_time_and_energy_follow_its_hours(eff: Efficiency, accs: AcceleratorTable) -> None:
+    """(How close the hours come to the published ones is tested row by row, fitted, held out and checked, in
+    test_calibrate.)"""
     p = predict_training(_q(accs), eff)
-    assert p.accelerator_hours == pytest.approx(1_720_320, rel=0.03)
     assert p.wall_days == pytest.approx(p.accelerator_hours / 2048 / 24)
     assert not p.network_bound
     assert p.energy_kwh == pytest.approx(p.accelerator_hours * 0.4)  # A100 at its 400 W TDP

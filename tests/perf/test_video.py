@@ -19,9 +19,9 @@ def _query(accs: AcceleratorTable, model: str = "wan2.1-t2v-14b", acc: str = "H1
     return VideoQuery(m, accs.resolve(acc), count, **fields)  # type: ignore[arg-type]
 
 
-def test_wan_720p_on_one_h100_matches_the_published_time(eff: Efficiency, accs: AcceleratorTable) -> None:
+def test_attention_dominates_a_720p_wan_video(eff: Efficiency, accs: AcceleratorTable) -> None:
+    """(How close the time comes to the published one is tested row by row in test_calibrate.)"""
     p = predict_video(_query(accs), eff)
-    assert p.seconds_per_video == pytest.approx(1837.9, rel=0.03)
     assert p.attention_s > 2 * p.linear_s  # attention dominates at 75,600 tokens
 
 

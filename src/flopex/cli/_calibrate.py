@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from flopex.catalog import load_accelerators
@@ -24,7 +26,17 @@ from flopex.cli._common import (
 )
 from flopex.cli._probe import probe_gpu
 from flopex.errors import FlopexError
-from flopex.perf import Comparison, compare, fit, guess_accelerator, load_points, probe_overlay
+from flopex.perf import (
+    Comparison,
+    CrossValidation,
+    Efficiency,
+    compare,
+    cross_validate,
+    fit,
+    guess_accelerator,
+    load_points,
+    probe_overlay,
+)
 
 __all__ = ["calibrate_app", "comparison_table", "shipped_points_file"]
 
@@ -47,14 +59,14 @@ def shipped_points_file(name: str = "llm-serving.yaml") -> Path:
 
 def comparison_table(rows: list[Comparison], title: str) -> Table:
     table = Table(title=title, header_style="bold")
-    checks = any(r.role == "check" for r in rows)
-    columns = ("point", *(("role",) if checks else ()), "figure", "measured", "predicted", "error", "layout")
+    statuses = any(r.status != "fitted" for r in rows)
+    columns = ("point", *(("status",) if statuses else ()), "figure", "measured", "predicted", "error", "layout")
     for col in columns:
         table.add_column(col, justify="right" if col in ("measured", "predicted", "error") else "left")
     for r in rows:
-        style = "red" if abs(r.error) > 0.15 else None
+        style = "dim" if r.status == "uncertain" else ("red" if abs(r.error) > 0.15 else None)
         cells = [f"{r.measured:,.4g}", f"{r.predicted:,.4g}", f"{r.error:+.1%}", r.layout]
-        table.add_row(r.point, *((r.role,) if checks else ()), r.metric, *cells, style=style)
+        table.add_row(r.point, *((r.status,) if statuses else ()), r.metric, *cells, style=style)
     errors = [abs(r.error) for r in rows]
     table.caption = (
         f"{len(rows)} figures: median |error| {statistics.median(errors):.1%}, max {max(errors):.1%}, "
@@ -73,10 +85,98 @@ def _json_rows(rows: list[Comparison]) -> list[dict[str, object]]:
             "error": r.error,
             "layout": r.layout,
             "role": r.role,
+            "status": r.status,
             "source": r.source,
         }
         for r in rows
     ]
+
+
+def _cross_validated(paths: list[Path], eff: Efficiency, json: bool) -> None:
+    """`calibrate report --cross-validate`: per file, the rows, the summary by regime and the factors."""
+    results: list[tuple[Path, CrossValidation]] = []
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console(),
+                      transient=True) as progress:  # fmt: skip
+            for path in paths:
+                points = load_points(path)
+                groups = len({pt.group for pt in points if pt.fitted})
+                task = progress.add_task(f"cross-validating {path.name}", total=groups)
+                step = _stepper(progress, task)
+                results.append((path, cross_validate(points, eff, load_accelerators(), on_fold=step)))
+    except FlopexError as exc:
+        fail(str(exc))
+    if json:
+        print_json([_cv_json(path, cv) for path, cv in results])
+        return
+    console = out_console()
+    for path, cv in results:
+        console.print(_cv_table(cv, f"{path.name}: in sample and held out ({cv.folds} publications left out in turn)"))
+        console.print(_cv_summary(cv))
+        console.print(_factors_table(cv))
+
+
+def _stepper(progress: Progress, task: TaskID) -> Callable[[str], None]:
+    return lambda _: progress.advance(task)
+
+
+def _cv_table(cv: CrossValidation, title: str) -> Table:
+    table = Table(title=title, header_style="bold")
+    for col in ("point", "figure", "status", "measured", "in sample", "error", "held out", "error "):
+        table.add_column(col, justify="left" if col in ("point", "figure", "status") else "right")
+    order = {"fitted": 0, "check": 1, "known miss": 2, "uncertain": 3}
+    for v in sorted(cv.rows, key=lambda v: order[v.row.status]):
+        r = v.row
+        style = "dim" if r.status == "uncertain" else ("red" if abs(v.held_out_error) > 0.2 else None)
+        table.add_row(r.point, r.metric, r.status, f"{r.measured:,.4g}", f"{r.predicted:,.4g}", f"{r.error:+.1%}",
+                      f"{v.held_out:,.4g}", f"{v.held_out_error:+.1%}", style=style)  # fmt: skip
+    return table
+
+
+def _cv_summary(cv: CrossValidation) -> Table:
+    """Median |error| by regime: fitted rows in sample and held out; checks; uncertain rows apart."""
+    table = Table(title="median |error|", header_style="bold")
+    for col in ("regime", "fitted: in sample", "fitted: held out", "checks", "uncertain (apart)"):
+        table.add_column(col, justify="left" if col == "regime" else "right")
+
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):.1%} ({len(values)})" if values else "-"
+
+    for regime in dict.fromkeys(v.row.regime for v in cv.rows):
+        rows = [v for v in cv.rows if v.row.regime == regime]
+        fitted = [v for v in rows if v.row.status == "fitted"]
+        table.add_row(
+            regime, median([abs(v.row.error) for v in fitted]), median([abs(v.held_out_error) for v in fitted]),
+            median([abs(v.row.error) for v in rows if v.row.status in ("check", "known miss")]),
+            median([abs(v.row.error) for v in rows if v.row.status == "uncertain"]),
+        )  # fmt: skip
+    return table
+
+
+def _factors_table(cv: CrossValidation) -> Table:
+    table = Table(title="factors (in-sample fit)", header_style="bold")
+    for col in ("factor", "prior", "fitted", "note"):
+        table.add_column(col, justify="right" if col in ("prior", "fitted") else "left")
+    for name, (start, end) in cv.fit.parameters.items():
+        table.add_row(name, f"{start:.4g}", f"{end:.4g}", f"starts from {cv.fit.starts[name]}")
+    for name, why in cv.fit.skipped.items():
+        table.add_row(name, "", "", why)
+    return table
+
+
+def _cv_json(path: Path, cv: CrossValidation) -> dict[str, Any]:
+    return {
+        "file": str(path),
+        "folds": cv.folds,
+        "factors": {n: {"prior": a, "fitted": b} for n, (a, b) in cv.fit.parameters.items()},
+        "not_fitted": cv.fit.skipped,
+        "rows": [
+            {**_json_rows([v.row])[0], "status": v.row.status, "regime": v.row.regime, "publication": v.row.group,
+             "held_out": v.held_out, "held_out_error": v.held_out_error, "uncertain": v.row.uncertain,
+             "known_miss": v.row.known_miss}
+            for v in cv.rows
+        ],
+    }  # fmt: skip
 
 
 def _write_overlay(target: Path, overlay: dict[str, Any], command: str) -> None:
@@ -86,10 +186,25 @@ def _write_overlay(target: Path, overlay: dict[str, Any], command: str) -> None:
 
 
 @calibrate_app.command("report")
-def report(file: PointsArg = None, calibration: CalibrationOption = None, json: JsonOption = False) -> None:
+def report(
+    file: PointsArg = None,
+    calibration: CalibrationOption = None,
+    json: JsonOption = False,
+    cross_validate_: Annotated[
+        bool,
+        typer.Option(
+            "--cross-validate",
+            help="Refit from the priors on every fitted point (in sample) and once per publication left out "
+            "(held out), and show both errors side by side.",
+        ),
+    ] = False,
+) -> None:
     """Measured, predicted and error for every figure of every point."""
     paths = [file] if file else [shipped_points_file(), shipped_points_file("video-training.yaml")]
     eff = efficiency_for(calibration)
+    if cross_validate_:
+        _cross_validated(paths, eff, json)
+        return
     tables: list[tuple[Path, list[Comparison]]] = []
     try:
         for path in paths:
@@ -138,16 +253,20 @@ def fit_(
             {
                 "parameters": {k: {"before": a, "after": b} for k, (a, b) in result.parameters.items()},
                 "overlay": str(target),
+                "not_fitted": result.skipped,
                 "before": _json_rows(result.before),
                 "after": _json_rows(result.after),
             }
         )
         return
     table = Table(title="Fitted factors", header_style="bold")
-    for col in ("factor", "before", "after"):
+    for col in ("factor", "start (its prior)", "fitted"):
         table.add_column(col, justify="left" if col == "factor" else "right")
     for name, (a, b) in result.parameters.items():
         table.add_row(name, f"{a:.4g}", f"{b:.4g}")
+    for name, why in result.skipped.items():
+        table.add_row(name, "", "", style="dim")
+        table.add_row(f"  not fitted: {why}", "", "", style="dim")
     console = out_console()
     console.print(table)
     console.print(comparison_table(result.after, "After the fit"))

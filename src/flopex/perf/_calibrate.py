@@ -8,14 +8,22 @@ A measurements file may hold three lists:
   `measured: {seconds_per_video}`;
 - `training`: model, accelerator, tokens, precision (optional count, sequence_length, global_batch_tokens) and
   `measured: {accelerator_hours}`.
-Every entry may say `role: check`: it is reported but not fitted (published figures kept to test the model).
+Every entry may say `role: check`: it is reported but not fitted (published figures kept to test the model);
+`publication`: the publication it comes from (cross-validation holds out a publication's rows together;
+default: its `source`); `uncertain: why`: its setup is not known well enough to fit on (reported apart, never
+fitted); `known_miss: why` (a check row): the mechanism the model lacks that makes it miss.
+
+Honest fitting: a factor is fitted only where at least two fitted figures inform it, never more factors than
+figures, and always from its prior (`calibration/priors.yaml`, each with its source), so that a fit, and every
+fold of the cross-validation, starts from the same place whatever was fitted before.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +42,11 @@ from flopex.perf._video import VideoQuery, predict_video
 
 __all__ = [
     "METRICS",
+    "CrossValidation",
+    "Validated",
+    "choose_parameters",
+    "cross_validate",
+    "load_priors",
     "CalibrationPoint",
     "Comparison",
     "Point",
@@ -72,6 +85,18 @@ class _Point(BaseModel):
     role: Role = "calibrate"
     model: str
     accelerator: str
+    publication: str | None = Field(None, description="rows of one publication are held out together")
+    uncertain: str | None = Field(None, description="why its setup is uncertain: reported apart, never fitted")
+    known_miss: str | None = Field(None, description="a check row: why the model misses it")
+
+    @property
+    def group(self) -> str:
+        """The publication, for cross-validation."""
+        return self.publication or str(getattr(self, "source", self.id))
+
+    @property
+    def fitted(self) -> bool:
+        return self.role == "calibrate" and self.uncertain is None
 
 
 class CalibrationPoint(_Point):
@@ -146,7 +171,13 @@ def load_points(path: Path) -> list[Point]:
     for section, kind in _SECTIONS.items():
         for index, raw in enumerate(data.get(section) or []):
             try:
-                points.append(kind.model_validate(raw))
+                point = kind.model_validate(raw)
+                if point.known_miss and point.role == "calibrate":
+                    raise CalibrationError(
+                        f"{path}: point {point.id}: known_miss is for check rows (role: check); a row the model "
+                        "is known to miss is not one to fit."
+                    )
+                points.append(point)
             except ValidationError as exc:
                 name = raw.get("id", f"#{index + 1}") if isinstance(raw, dict) else f"#{index + 1}"
                 label = "point" if section == "points" else f"{section} point"
@@ -179,11 +210,36 @@ class Comparison:
     layout: str
     source: str
     role: Role = "calibrate"
+    uncertain: str | None = None  # why its setup is uncertain (never fitted)
+    known_miss: str | None = None
+    group: str = ""  # its publication
 
     @property
     def error(self) -> float:
         """Signed relative error of the prediction."""
         return self.predicted / self.measured - 1
+
+    @property
+    def status(self) -> str:
+        """fitted, check, uncertain, or known miss."""
+        if self.uncertain:
+            return "uncertain"
+        if self.known_miss:
+            return "known miss"
+        return "fitted" if self.role == "calibrate" else "check"
+
+    @property
+    def regime(self) -> str:
+        return _REGIMES[self.metric]
+
+
+_REGIMES: dict[str, str] = {
+    "output_tokens_per_s": "LLM throughput",
+    "ttft_mean_s": "LLM TTFT",
+    "tpot_mean_s": "LLM TPOT",
+    "seconds_per_video": "video",
+    "accelerator_hours": "training",
+}
 
 
 def _compare_one(point: Point, eff: Efficiency, accelerators: AcceleratorTable) -> list[Comparison]:
@@ -246,9 +302,10 @@ def compare(points: Sequence[Point], eff: Efficiency, accelerators: AcceleratorT
     rows = []
     for point in points:
         try:
-            rows += _compare_one(point, eff, accelerators)
+            found = _compare_one(point, eff, accelerators)
         except FlopexError as exc:
             raise CalibrationError(f"point {point.id}: {exc}") from None
+        rows += [replace(r, uncertain=point.uncertain, known_miss=point.known_miss, group=point.group) for r in found]
     return rows
 
 
@@ -268,36 +325,79 @@ _BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
-def default_parameters(points: Sequence[Point], accelerators: AcceleratorTable, eff: Efficiency) -> list[str]:
-    """The few factors the calibration points (not the checks) can inform.
+def _support(points: Sequence[Point], accelerators: AcceleratorTable, eff: Efficiency) -> dict[str, list[str]]:
+    """Each factor the points can inform, with the ids of the points that inform it.
 
-    LLM serving: compute efficiency of each precision measured, memory and link efficiency, one software
-    factor per (vendor, engine) other than the NVIDIA/TRT-LLM reference, and the per-request overhead of
-    engines with measured TTFT. Video: the attention efficiency of the accelerator (its own entry where the
-    table has one). Training: the accelerator's MFU (its own entry where the table has one)."""
-    fitted = [pt for pt in points if pt.role == "calibrate"]
-    params: list[str] = []
-    for pt in fitted:
+    LLM serving: the compute efficiency of each precision measured, memory efficiency, link efficiency (points on
+    more than one accelerator), one software factor per (vendor, engine) other than the NVIDIA/TRT-LLM
+    reference, and the per-request overhead of engines with measured TTFT. Video: the attention efficiency of
+    the accelerator (its own entry where the table has one). Training: the accelerator's MFU (likewise)."""
+    support: dict[str, list[str]] = {}
+
+    def add(name: str, pt: Point) -> None:
+        support.setdefault(name, []).append(pt.id)
+
+    for pt in points:
         acc = accelerators.resolve(pt.accelerator)
         if isinstance(pt, VideoPoint):
             own = acc.id in eff.video.attention_by_accelerator
-            params.append(f"video.attention_by_accelerator.{acc.id}" if own else "video.attention_fraction")
+            add(f"video.attention_by_accelerator.{acc.id}" if own else "video.attention_fraction", pt)
         elif isinstance(pt, TrainingPoint):
             own = acc.id in eff.training.mfu_by_accelerator
-            params.append(f"training.mfu_by_accelerator.{acc.id}" if own else "training.mfu")
-    llm = [pt for pt in fitted if isinstance(pt, CalibrationPoint)]
-    if not llm:
-        return list(dict.fromkeys(params))
-    for p in dict.fromkeys(pt.precision for pt in llm):
-        params.append(f"compute.peak_fraction.{'bf16' if p in ('int4', 'fp16') else p}")
-    params += ["memory.fraction", "comm.fraction"]
-    for pt in llm:
-        vendor = accelerators.resolve(pt.accelerator).vendor
-        if (vendor, pt.engine) != ("NVIDIA", "trtllm"):
-            params.append(f"software.{vendor}.{pt.engine}")
-        if "ttft_mean_s" in pt.measured:
-            params.append(f"engines.{pt.engine}.request_overhead_s")
-    return list(dict.fromkeys(params))
+            add(f"training.mfu_by_accelerator.{acc.id}" if own else "training.mfu", pt)
+        else:
+            add(f"compute.peak_fraction.{'bf16' if pt.precision in ('int4', 'fp16') else pt.precision}", pt)
+            for name in ("memory.fraction", "compute.half_tokens", "compute.attention_fraction"):
+                add(name, pt)
+            if pt.count > 1:
+                add("comm.fraction", pt)
+            if (acc.vendor, pt.engine) != ("NVIDIA", "trtllm"):
+                add(f"software.{acc.vendor}.{pt.engine}", pt)
+            if "ttft_mean_s" in pt.measured:
+                add(f"engines.{pt.engine}.request_overhead_s", pt)
+    return support
+
+
+_GENERIC = ("compute.half_tokens", "compute.attention_fraction")  # fitted only when named
+
+
+def choose_parameters(
+    points: Sequence[Point], accelerators: AcceleratorTable, eff: Efficiency
+) -> tuple[list[str], dict[str, str]]:
+    """The factors the fitted points (not checks, not uncertain rows) inform at least twice, and why each other
+    factor they touch is left alone."""
+    fitted = [pt for pt in points if pt.fitted]
+    chosen, skipped = [], {}
+    support = _support(fitted, accelerators, eff)
+    for name, ids in support.items():
+        if name in _GENERIC:
+            continue
+        if len(ids) >= 2:
+            chosen.append(name)
+        else:
+            skipped[name] = f"informed by one fitted point only ({ids[0]}): left at its prior"
+    figures = _figures(fitted)
+    if len(chosen) >= figures:  # fewer factors than figures: the best-informed first
+        chosen.sort(key=lambda n: -len(support[n]))
+        for name in chosen[max(figures - 1, 0) :]:
+            skipped[name] = f"{figures} fitted figure(s) cannot fit {len(chosen)} factors: left at its prior"
+        chosen = chosen[: max(figures - 1, 0)]
+    return chosen, skipped
+
+
+def default_parameters(points: Sequence[Point], accelerators: AcceleratorTable, eff: Efficiency) -> list[str]:
+    """The factors `fit` moves when none are named (see `choose_parameters`)."""
+    return choose_parameters(points, accelerators, eff)[0]
+
+
+def load_priors(path: Path | None = None) -> dict[str, tuple[float, str]]:
+    """Where each factor a fit may move starts: factor -> (value, source), from `calibration/priors.yaml`."""
+    if path is None:
+        text = resources.files("flopex.data").joinpath("calibration/priors.yaml").read_text(encoding="utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    return {name: (float(v["value"]), str(v["source"])) for name, v in (data.get("priors") or {}).items()}
 
 
 def _bounds(name: str) -> tuple[float, float]:
@@ -347,10 +447,24 @@ def _overlay(names: Sequence[str], values: Sequence[float], note: str) -> dict[s
 
 @dataclass(frozen=True)
 class FitResult:
-    parameters: dict[str, tuple[float, float]]  # name -> (before, after)
+    parameters: dict[str, tuple[float, float]]  # name -> (start, fitted)
     overlay: dict[str, Any]
     before: list[Comparison]
     after: list[Comparison]
+    skipped: dict[str, str] = field(default_factory=dict)  # factor -> why it was not fitted
+    starts: dict[str, str] = field(default_factory=dict)  # factor -> where its start came from
+
+
+def _figures(points: Sequence[Point]) -> int:
+    return sum(len(pt.measured) if isinstance(pt, CalibrationPoint) else 1 for pt in points)
+
+
+def _from_priors(eff: Efficiency, names: Sequence[str], priors: Mapping[str, tuple[float, str]]) -> Efficiency:
+    """The table with each named factor that has a prior set to it."""
+    reset = [n for n in names if n in priors]
+    if not reset:
+        return eff
+    return merge_efficiency(eff, _overlay(reset, [priors[n][0] for n in reset], "prior"), "priors")
 
 
 def fit(
@@ -359,18 +473,52 @@ def fit(
     accelerators: AcceleratorTable,
     parameters: Sequence[str] | None = None,
     note: str = "fitted by flopex calibrate fit",
+    priors: Mapping[str, tuple[float, str]] | None = None,
+    reset: Sequence[str] = (),
+    allow_nothing: bool = False,
 ) -> FitResult:
-    """Least squares on log(predicted / measured) over every measured figure, within physical bounds."""
-    names = list(parameters or default_parameters(points, accelerators, eff))
+    """Least squares on log(predicted / measured) over every figure of the fitted points, within physical
+    bounds, each factor starting from its prior. `reset` names further factors set to their priors without
+    being fitted (a cross-validation fold whose points no longer inform them)."""
+    priors = load_priors() if priors is None else priors
+    fitted_points = [pt for pt in points if pt.fitted]
+    support = _support(fitted_points, accelerators, eff)
+    skipped: dict[str, str] = {}
+    if parameters:
+        names = list(dict.fromkeys(parameters))
+        for name in names:
+            _bounds(name)
+            ids = support.get(name, [])
+            if len(ids) < 2:
+                told = f"only {ids[0]}" if ids else "none"
+                raise CalibrationError(
+                    f"{name} is informed by {len(ids)} fitted point(s) ({told}); flopex never fits a factor to "
+                    "fewer than two. Add measurements that depend on it, or leave it out of --param."
+                )
+    else:
+        names, skipped = choose_parameters(points, accelerators, eff)
+    figures = _figures(fitted_points)
+    if names and len(names) >= figures:
+        raise CalibrationError(
+            f"{len(names)} factors ({', '.join(names)}) from {figures} fitted figure(s) would be underdetermined: "
+            "fit fewer factors (--param) or add measurements."
+        )
+    base = _from_priors(eff, list(dict.fromkeys([*names, *reset, *skipped])), priors)
+    starts = {n: "prior" if n in priors else "the table's value (no prior)" for n in names}
+    if not names and not allow_nothing:
+        why = "; ".join(f"{n}: {w}" for n, w in skipped.items()) or "every point is a check or uncertain"
+        raise CalibrationError(
+            f"nothing to fit: no factor is informed by two or more fitted points ({why}). Mark more points as "
+            "calibrate (no `role: check`), or add measurements."
+        )
     if not names:
-        raise CalibrationError("nothing to fit: every point is a check (role: check). Mark some as calibrate.")
-    fitted_points = [pt for pt in points if pt.role == "calibrate"]
+        rows = compare(points, base, accelerators)
+        return FitResult({}, {}, compare(points, eff, accelerators), rows, skipped, starts)
     low, high = np.array([_bounds(n)[0] for n in names]), np.array([_bounds(n)[1] for n in names])
-    start = np.array([_get(eff, n) for n in names])
-    start = np.clip(start, low, high)
+    start = np.clip(np.array([_get(base, n) for n in names]), low, high)
 
     def table(x: np.ndarray) -> Efficiency:
-        return merge_efficiency(eff, _overlay(names, list(x), note), "fit")
+        return merge_efficiency(base, _overlay(names, list(x), note), "fit")
 
     def residuals(x: np.ndarray) -> np.ndarray:
         rows = compare(fitted_points, table(x), accelerators)
@@ -383,4 +531,65 @@ def fit(
         overlay=_overlay(names, list(solution.x), note),
         before=compare(points, eff, accelerators),
         after=compare(points, fitted, accelerators),
+        skipped=skipped,
+        starts=starts,
     )
+
+
+# --- cross-validation ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Validated:
+    """One figure predicted by the fit on every fitted point (in sample) and by the fit that left its
+    publication out (held out; the same for a row that is never fitted)."""
+
+    row: Comparison
+    held_out: float
+
+    @property
+    def held_out_error(self) -> float:
+        return self.held_out / self.row.measured - 1
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    rows: list[Validated]
+    fit: FitResult  # on every fitted point
+    folds: int
+
+
+def cross_validate(
+    points: Sequence[Point],
+    eff: Efficiency,
+    accelerators: AcceleratorTable,
+    priors: Mapping[str, tuple[float, str]] | None = None,
+    on_fold: Callable[[str], None] | None = None,
+) -> CrossValidation:
+    """Leave one publication out: for each publication with fitted points, fit (from the priors) on the fitted
+    points of every other publication and predict its own. Factors that a fold's points no longer inform twice
+    stay at their priors there, so nothing fitted on a publication reaches its held-out prediction."""
+    priors = load_priors() if priors is None else priors
+    whole = fit(points, eff, accelerators, priors=priors, allow_nothing=True)
+    every = [*whole.parameters, *whole.skipped]
+    held: dict[tuple[str, str], float] = {}
+    groups = list(dict.fromkeys(pt.group for pt in points if pt.fitted))
+    for group in groups:
+        rest = [pt for pt in points if pt.group != group]
+        own = [pt for pt in points if pt.group == group and pt.fitted]
+        fold = fit(rest, eff, accelerators, priors=priors, reset=every, allow_nothing=True)
+        table = fold_table(fold, eff, every, priors)
+        for r in compare(own, table, accelerators):
+            held[(r.point, r.metric)] = r.predicted
+        if on_fold is not None:
+            on_fold(group)
+    rows = [Validated(r, held.get((r.point, r.metric), r.predicted)) for r in whole.after]
+    return CrossValidation(rows, whole, len(groups))
+
+
+def fold_table(
+    result: FitResult | None, eff: Efficiency, names: Sequence[str], priors: Mapping[str, tuple[float, str]]
+) -> Efficiency:
+    """The table a fold predicts with: every factor at its prior, those the fold fitted at their fitted value."""
+    base = _from_priors(eff, names, priors)
+    return base if result is None or not result.overlay else merge_efficiency(base, result.overlay, "fold")
