@@ -122,3 +122,16 @@ def test_hosted_systems_are_modelled_from_their_published_speed() -> None:
     assert data["tpot_s"] == 1 / 1800
     code, out = run("predict", "llm", "--model", "deepseek-v3", "--accelerator", "sambanova", "--precision", "fp8")
     assert code == 2 and "publishes no per-user speed" in out
+
+
+def test_predict_llm_gives_intervals_from_the_out_of_sample_error() -> None:
+    args = ("predict", "llm", "--model", "llama-3.1-8b", "--accelerator", "H100-SXM", "--precision", "fp8", "--json")
+    code, out = run(*args)
+    assert code == 0, out
+    j = json.loads(out)
+    for key in ("output_tokens_per_s", "ttft_s", "tpot_s"):
+        band = j["intervals"][key]
+        assert band["low"] < j[key] < band["high"] and "out-of-sample" in band["basis"]
+    code, wide = run(*args[:-1], "--confidence", "0.95", "--json")
+    w = json.loads(wide)["intervals"]["output_tokens_per_s"]
+    assert w["low"] < j["intervals"]["output_tokens_per_s"]["low"]

@@ -30,6 +30,7 @@ from flopex.perf import (
     Comparison,
     CrossValidation,
     Efficiency,
+    bands_from,
     compare,
     cross_validate,
     fit,
@@ -92,7 +93,7 @@ def _json_rows(rows: list[Comparison]) -> list[dict[str, object]]:
     ]
 
 
-def _cross_validated(paths: list[Path], eff: Efficiency, json: bool) -> None:
+def _cross_validated(paths: list[Path], eff: Efficiency, json: bool, write_bands: Path | None = None) -> None:
     """`calibrate report --cross-validate`: per file, the rows, the summary by regime and the factors."""
     results: list[tuple[Path, CrossValidation]] = []
     try:
@@ -106,6 +107,11 @@ def _cross_validated(paths: list[Path], eff: Efficiency, json: bool) -> None:
                 results.append((path, cross_validate(points, eff, load_accelerators(), on_fold=step)))
     except FlopexError as exc:
         fail(str(exc))
+    if write_bands is not None:
+        if not write_bands.parent.is_dir():
+            fail(f"--write-bands {write_bands}: the folder {write_bands.parent} does not exist.")
+        write_bands.write_text(bands_from([cv for _, cv in results]).to_yaml(), encoding="utf-8")
+        err_console().print(f"wrote the error bands to {write_bands}")
     if json:
         print_json([_cv_json(path, cv) for path, cv in results])
         return
@@ -198,12 +204,22 @@ def report(
             "(held out), and show both errors side by side.",
         ),
     ] = False,
+    write_bands: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-bands",
+            help="With --cross-validate: write the out-of-sample error per regime, which predictions' intervals "
+            "use, to this file (flopex ships data/calibration/error-bands.yaml).",
+        ),
+    ] = None,
 ) -> None:
     """Measured, predicted and error for every figure of every point."""
     paths = [file] if file else [shipped_points_file(), shipped_points_file("video-training.yaml")]
     eff = efficiency_for(calibration)
+    if write_bands is not None and not cross_validate_:
+        fail("--write-bands needs --cross-validate: the bands come from the held-out errors.")
     if cross_validate_:
-        _cross_validated(paths, eff, json)
+        _cross_validated(paths, eff, json, write_bands)
         return
     tables: list[tuple[Path, list[Comparison]]] = []
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -22,7 +22,16 @@ from flopex.cli._common import (
 from flopex.cli._predict_workloads import register
 from flopex.errors import FlopexError
 from flopex.models import resolve_model
-from flopex.perf import ENGINES, HostedPrediction, LLMQuery, Prediction, parse_scenario, predict_hosted, predict_llm
+from flopex.perf import (
+    ENGINES,
+    HostedPrediction,
+    LLMQuery,
+    Prediction,
+    load_bands,
+    parse_scenario,
+    predict_hosted,
+    predict_llm,
+)
 
 __all__ = ["predict_app"]
 
@@ -36,13 +45,38 @@ _BOUND_TEXT = {
 }
 
 
-def _table(p: Prediction) -> Table:
+def _intervals(j: dict[str, Any], confidence: float) -> dict[str, Any]:
+    """Each headline figure's interval at `confidence`, from the model's out-of-sample error per regime."""
+    bands = load_bands()
+    out: dict[str, Any] = {"confidence": confidence}
+    for key, regime in (("output_tokens_per_s", "LLM throughput"), ("ttft_s", "LLM TTFT"), ("tpot_s", "LLM TPOT")):
+        band = bands[regime]
+        if band is not None:
+            out[key] = {"low": band.interval(j[key], confidence)[0], "high": band.interval(j[key], confidence)[1],
+                        "basis": band.basis(confidence)}  # fmt: skip
+    return out
+
+
+def _table(p: Prediction, confidence: float) -> Table:
     j = p.to_json()
+    iv = _intervals(j, confidence)
+    bands = [load_bands()[r] for r in ("LLM throughput", "LLM TTFT", "LLM TPOT")]
+    caption = ", ".join(f"{b.regime} sigma {b.sigma:.2f} over {b.rows} rows" for b in bands if b is not None)
+
+    def within(key: str, scale: float, fmt: str) -> str:
+        if key not in iv:
+            return ""
+        return f" ({confidence:.0%}: {iv[key]['low'] * scale:{fmt}}-{iv[key]['high'] * scale:{fmt}})"
+
     title = (
         f"{j['model']} on {j['count']} x {j['accelerator']} ({j['precision']}, KV {j['kv_precision']}, "
         f"{j['engine']}), {j['input_tokens']:,} in / {j['output_tokens']:,} out, {j['scenario']}"
     )
     table = Table(title=title, show_header=False, title_style="bold")
+    table.caption = (
+        f"{confidence:.0%} intervals from the model's out-of-sample log error ({caption}; "
+        "flopex calibrate report --cross-validate)"
+    )
     table.add_column("figure", style="bold")
     table.add_column("value")
     slo = ""
@@ -53,9 +87,19 @@ def _table(p: Prediction) -> Table:
     mem = j["memory_gb"]
     step = j["step_s"]
     rows = [
-        ("output throughput", f"{j['output_tokens_per_s']:,.0f} tokens/s ({j['requests_per_s']:,.2f} requests/s)"),
-        ("TTFT mean / p99", f"{j['ttft_s'] * 1e3:,.1f} ms / {j['ttft_p99_s'] * 1e3:,.1f} ms"),
-        ("TPOT mean / p99", f"{j['tpot_s'] * 1e3:,.2f} ms / {j['tpot_p99_s'] * 1e3:,.2f} ms{slo}"),
+        (
+            "output throughput",
+            f"{j['output_tokens_per_s']:,.0f} tokens/s{within('output_tokens_per_s', 1, ',.0f')}, "
+            f"{j['requests_per_s']:,.2f} requests/s",
+        ),
+        (
+            "TTFT mean / p99",
+            f"{j['ttft_s'] * 1e3:,.1f} ms{within('ttft_s', 1e3, ',.1f')} / {j['ttft_p99_s'] * 1e3:,.1f} ms",
+        ),
+        (
+            "TPOT mean / p99",
+            f"{j['tpot_s'] * 1e3:,.2f} ms{within('tpot_s', 1e3, ',.2f')} / {j['tpot_p99_s'] * 1e3:,.2f} ms{slo}",
+        ),
         ("batch per replica", f"{j['batch_size']:,.1f} sequences decoding"),
         (
             "layout",
@@ -106,6 +150,16 @@ def llm(
     ] = "offline",
     ttft_slo: Annotated[float | None, typer.Option("--ttft-slo", min=0.0, help="p99 TTFT limit, seconds.")] = None,
     tpot_slo: Annotated[float | None, typer.Option("--tpot-slo", min=0.0, help="p99 TPOT limit, seconds.")] = None,
+    confidence: Annotated[
+        float,
+        typer.Option(
+            "--confidence",
+            min=0.5,
+            max=0.99,
+            help="Two-sided confidence of the intervals shown (from the "
+            "model's out-of-sample error, flopex calibrate report --cross-validate).",
+        ),
+    ] = 0.8,
     calibration: CalibrationOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -139,9 +193,10 @@ def llm(
     except FlopexError as exc:
         fail(str(exc))
     if json:
-        print_json(prediction.to_json())
+        j = prediction.to_json()
+        print_json({**j, "intervals": _intervals(j, confidence)})
     else:
-        out_console().print(_table(prediction))
+        out_console().print(_table(prediction, confidence))
 
 
 def _hosted(hosted: Sequence[HostedOffer], provider: str, model: str, i: int, o: int, json: bool) -> None:

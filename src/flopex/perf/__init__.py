@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flopex.perf._agent import RETENTIONS, AgentQuery, AgentSession, Retention, SessionCost, predict_agent
+from flopex.perf._bands import Band, ErrorBands, bands_from, load_bands
 from flopex.perf._calibrate import (
     METRICS,
     CalibrationPoint,
@@ -100,7 +101,11 @@ __all__ = [
     "METRICS",
     "CalibrationPoint",
     "Comparison",
+    "Band",
     "CrossValidation",
+    "ErrorBands",
+    "bands_from",
+    "load_bands",
     "FitResult",
     "Validated",
     "choose_parameters",
