@@ -27,6 +27,7 @@ from flopex.economics import EnergyTable, load_energy_table
 from flopex.errors import FlopexError
 from flopex.perf import Efficiency
 from flopex.plan import (
+    Margins,
     ParetoPoint,
     Plan,
     PlanDocument,
@@ -214,6 +215,16 @@ def plan_command(
         int | None, typer.Option("--min-domains", min=1, help="Failure domains per workload.")
     ] = None,
     utilisation: Annotated[float | None, typer.Option("--utilisation", min=0.01, max=1.0)] = None,
+    confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--confidence",
+            min=0.5,
+            max=0.99,
+            help="Plan at this one-sided confidence of the performance "
+            "model's out-of-sample error: capacity lower and latency higher than predicted.",
+        ),
+    ] = None,
     whole: Annotated[bool, typer.Option("--whole", help="Route each slice to one offer (Mélange style).")] = False,
     time_limit: Annotated[float | None, typer.Option("--time-limit", min=0.1, help="Solver seconds.")] = None,
     gap: Annotated[float | None, typer.Option("--gap", min=0.0, max=0.5, help="Relative MIP gap to stop at.")] = None,
@@ -252,7 +263,8 @@ def plan_command(
         overrides = {key: value for key, value in (
             ("carbon_price_usd_per_t", carbon_price), ("carbon_cap_kg_per_hour", carbon_cap),
             ("min_failure_domains", min_domains), ("utilisation", utilisation), ("time_limit_s", time_limit),
-            ("mip_gap", gap), ("whole_assignment", whole or None)) if value is not None}  # fmt: skip
+            ("mip_gap", gap), ("whole_assignment", whole or None), ("confidence", confidence))
+            if value is not None}  # fmt: skip
         spec_ = spec_.model_copy(update=overrides)
         inputs = (catalog_for(catalog, quiet=True), efficiency_for(calibration), load_energy_table())
         traces = _trace_rows(trace, workloads, file) if verify else {}
@@ -262,6 +274,14 @@ def plan_command(
     except FlopexError as exc:
         fail(str(exc))
     _show(plan_document(plan, inputs[0], inputs[1]), verified, front, json)
+    if spec_.confidence is not None and not json:
+        m = Margins.of(spec_)
+        err_console().print(
+            f"Planned at {spec_.confidence:.0%} confidence of the model's out-of-sample error: capacities divided by "
+            f"{m.throughput:.2f}, TTFT and TPOT taken {m.ttft:.2f}x and {m.tpot:.2f}x as long as predicted, video "
+            f"{m.video:.2f}x (data/calibration/error-bands.yaml; flopex calibrate report --cross-validate).",
+            highlight=False,
+        )
     if plot is not None and front is not None:
         plot.write_text(pareto_svg(front, f"{spec_.name}: cost against carbon"), encoding="utf-8")
         err_console().print(f"wrote {plot}")

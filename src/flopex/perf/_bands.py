@@ -39,6 +39,11 @@ class Band:
         k = float(student_t.ppf(0.5 + confidence / 2, df=self.rows)) * self.sigma
         return value * math.exp(-k), value * math.exp(k)
 
+    def pessimistic(self, confidence: float) -> float:
+        """The factor (>= 1) a figure may be off by, the wrong way, at one-sided `confidence`: a capacity
+        planned at that confidence is divided by it, a latency multiplied."""
+        return math.exp(max(float(student_t.ppf(confidence, df=self.rows)), 0.0) * self.sigma)
+
     def basis(self, confidence: float) -> str:
         return (
             f"{confidence:.0%} interval from {self.rows} out-of-sample {self.regime} rows "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flopex.plan._build import Inputs, build_inputs
+from flopex.plan._build import Inputs, Margins, build_inputs
 from flopex.plan._document import (
     PLAN_DOCUMENT_VERSION,
     Deployment,
@@ -64,6 +64,7 @@ __all__ = [
     "Profile",
     "Solution",
     "SpotPolicy",
+    "Margins",
     "build_inputs",
     "default_time_limit",
     "effective_utilisation",

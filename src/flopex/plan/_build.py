@@ -18,10 +18,10 @@ from flopex.economics import (
 )
 from flopex.errors import PlanError, did_you_mean
 from flopex.models import resolve_model
-from flopex.perf import Efficiency, hosted_slo
+from flopex.perf import Efficiency, hosted_slo, load_bands
 from flopex.plan._model import Candidate, Demand, Hosted
 from flopex.plan._spec import HostedCarbon, PlanSpec
-from flopex.workloads import AgentWorkload, ChatWorkload, VideoWorkload, Workload
+from flopex.workloads import AgentWorkload, ChatWorkload, TokenSlo, VideoWorkload, Workload
 
 __all__ = ["Inputs", "build_inputs"]
 
@@ -67,13 +67,48 @@ def _demand(w: Workload) -> tuple[Demand, str, tuple[float, ...]]:
     )
 
 
+@dataclass(frozen=True)
+class Margins:
+    """How much worse than predicted a plan at `spec.confidence` assumes each figure may be (all 1 without)."""
+
+    throughput: float = 1.0
+    ttft: float = 1.0
+    tpot: float = 1.0
+    video: float = 1.0
+
+    @staticmethod
+    def of(spec: PlanSpec) -> Margins:
+        if spec.confidence is None:
+            return Margins()
+        bands, c = load_bands(), spec.confidence
+
+        def factor(regime: str) -> float:
+            band = bands[regime]
+            return 1.0 if band is None else band.pessimistic(c)
+
+        return Margins(factor("LLM throughput"), factor("LLM TTFT"), factor("LLM TPOT"), factor("video"))
+
+    def tightened(self, slo: TokenSlo) -> TokenSlo:
+        """The SLO a prediction must meet for the latency, that much worse, to meet `slo`."""
+        if self.ttft == self.tpot == 1.0:
+            return slo
+        if slo.e2e_p99_s is not None:
+            return TokenSlo(e2e_p99_s=slo.e2e_p99_s / max(self.ttft, self.tpot))
+        ttft = None if slo.ttft_p99_s is None else slo.ttft_p99_s / self.ttft
+        tpot = None if slo.tpot_p99_s is None else slo.tpot_p99_s / self.tpot
+        return TokenSlo(ttft_p99_s=ttft, tpot_p99_s=tpot)
+
+
 def _fitter(w: Workload, eff: Efficiency, spec: PlanSpec) -> Callable[[Accelerator, int, int, Precision], _Fit]:
-    """Capacity of one group, per bucket, at the workload's SLO (0 where the SLO cannot be met)."""
+    """Capacity of one group, per bucket, at the workload's SLO (0 where the SLO cannot be met); at
+    `spec.confidence`, at the model's pessimistic quantile (capacity lower and latency higher than predicted)."""
     profiles = [p for p in spec.profiles if p.workload == w.name]
+    margins = Margins.of(spec)
 
     def chat(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> _Fit:
         assert isinstance(w, ChatWorkload)
-        fit = chat_fit(w, acc, per_instance, group, precision, eff)
+        fit = chat_fit(w.model_copy(update={"slo": margins.tightened(w.slo)}), acc, per_instance, group, precision,
+                       eff)  # fmt: skip
         caps = []
         for b, p in zip(w.traffic.buckets(), fit.predictions, strict=True):
             measured = next(
@@ -82,7 +117,8 @@ def _fitter(w: Workload, eff: Efficiency, spec: PlanSpec) -> Callable[[Accelerat
                  == (b.input_tokens, b.output_tokens)),
                 None,
             )  # fmt: skip
-            caps.append(measured.requests_per_s if measured else (p.requests_per_s if p.slo_met else 0.0))
+            modelled = p.requests_per_s / margins.throughput if p.slo_met else 0.0
+            caps.append(measured.requests_per_s if measured else modelled)
         first = fit.predictions[0]
         layout = first.layout
         label = f"{acc.id} x{per_instance * group} {precision} TP{layout.tensor_parallel}"
@@ -92,9 +128,10 @@ def _fitter(w: Workload, eff: Efficiency, spec: PlanSpec) -> Callable[[Accelerat
     def video(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> _Fit:
         assert isinstance(w, VideoWorkload)
         p = video_fit(w, acc, per_instance, precision, eff)
-        met = w.slo.max_seconds_per_video is None or p.seconds_per_video <= w.slo.max_seconds_per_video
+        seconds = p.seconds_per_video * margins.video
+        met = w.slo.max_seconds_per_video is None or seconds <= w.slo.max_seconds_per_video
         label = f"{acc.id} x{per_instance} {precision} SP{p.sequence_parallel}"
-        return _Fit((p.videos_per_hour / 3600 if met else 0.0,), p.mfu, precision, label)
+        return _Fit((p.videos_per_hour / 3600 / margins.video if met else 0.0,), p.mfu, precision, label)
 
     def agent(acc: Accelerator, per_instance: int, group: int, precision: Precision) -> _Fit:
         assert isinstance(w, AgentWorkload)

@@ -264,7 +264,7 @@ def plan_document(plan: Plan, catalog: Catalog, eff: Efficiency) -> PlanDocument
             "carbon_cap_kg_per_hour": plan.spec.carbon_cap_kg_per_hour,
             "min_failure_domains": plan.spec.min_failure_domains, "failure_domain": opts.domain,
             "on_demand_floor": opts.on_demand_floor, "max_zone_share": opts.max_zone_share,
-            "recovery_s": opts.recovery_s, "whole_assignment": opts.whole,
+            "recovery_s": opts.recovery_s, "whole_assignment": opts.whole, "confidence": plan.spec.confidence,
         },
         skipped=plan.inputs.skipped,
     )  # fmt: skip

@@ -86,6 +86,10 @@ class PlanSpec(BaseModel):
         " continuous ones, up to 600 s (docs/planning.md)",
     )
     mip_gap: float = Field(0.01, ge=0, lt=1)
+    confidence: float | None = Field(
+        None, ge=0.5, lt=1, description="plan so that capacity and latency hold at this one-sided confidence of the "
+        "performance model's out-of-sample error (data/calibration/error-bands.yaml); none: at its prediction"
+    )  # fmt: skip
     profiles: list[Profile] = Field(default_factory=list)
     hosted_carbon: dict[str, HostedCarbon] = Field(
         default_factory=dict,
