@@ -76,7 +76,7 @@ def test_calibrate_report_prints_every_point() -> None:
     rows = json.loads(out)
     assert {"measured", "predicted", "error", "role"} <= set(rows[0])
     metrics = [r["metric"] for r in rows]
-    assert len(rows) == 13 + 15  # llm-serving.yaml, then video-training.yaml
+    assert len(rows) == 42 + 15  # llm-serving.yaml, then video-training.yaml
     assert metrics.count("seconds_per_video") == 8 and metrics.count("accelerator_hours") == 7
 
 

@@ -42,9 +42,9 @@ def test_every_shipped_row_is_within_tolerance_or_says_why_not(
     assert held and all(abs(r.error) <= TOLERANCE for r in held), [
         (r.point, r.metric, round(r.error, 3)) for r in held if abs(r.error) > TOLERANCE
     ]
-    for r in rows:
-        if r.status == "known miss":
-            assert abs(r.error) > TOLERANCE, f"{r.point} is marked as a known miss but is within {TOLERANCE:.0%}"
+    for point in {r.point for r in rows if r.status == "known miss"}:
+        errors = [abs(r.error) for r in rows if r.point == point]
+        assert max(errors) > TOLERANCE, f"{point} is marked as a known miss but is within {TOLERANCE:.0%}"
 
 
 def _synthetic(accs: AcceleratorTable, truth: Efficiency, shapes: list[tuple[int, int]]) -> list[CalibrationPoint]:
@@ -106,7 +106,7 @@ def test_a_held_out_prediction_comes_from_the_fit_without_its_publication(
 ) -> None:
     points = load_points(SHIPPED_POINTS)
     cv = cross_validate(points, eff, accs)
-    nim = [v for v in cv.rows if v.row.group == "NIM 1.8.0 benchmarking guide"]
+    nim = [v for v in cv.rows if v.row.group == "NIM 1.8.0 benchmarking guide" and v.row.status == "fitted"]
     assert nim and cv.folds == 2
     rest = [p for p in points if p.group != "NIM 1.8.0 benchmarking guide"]
     names = [*cv.fit.parameters, *cv.fit.skipped]
