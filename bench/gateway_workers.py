@@ -22,12 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 
 from flopex.gateway import free_port
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gateway_vs_litellm import _wait  # noqa: E402
 
 MODEL = "bench"
 BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}).encode()
@@ -90,17 +92,6 @@ def _family(pid: int) -> list[int]:
                 found.append(int(stat.parent.name))
                 frontier.append(int(stat.parent.name))
     return found
-
-
-def _wait(url: str, seconds: float = 60) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def _load(url: str, seconds: float) -> tuple[int, int]:
