@@ -135,3 +135,16 @@ def test_predict_llm_gives_intervals_from_the_out_of_sample_error() -> None:
     code, wide = run(*args[:-1], "--confidence", "0.95", "--json")
     w = json.loads(wide)["intervals"]["output_tokens_per_s"]
     assert w["low"] < j["intervals"]["output_tokens_per_s"]["low"]
+
+
+def test_predict_llm_takes_the_engines_batch_limit() -> None:
+    args = ("predict", "llm", "--model", "llama-3.1-8b", "--accelerator", "H100-SXM", "--precision", "fp8",
+            "--input-tokens", "128", "--output-tokens", "2048", "--json")  # fmt: skip
+    code, out = run(*args, "--max-num-seqs", "64")
+    assert code == 0, out
+    capped = json.loads(out)
+    assert capped["max_num_seqs"] == 64 and capped["batch_size"] <= 64
+    code, out = run(*args)
+    assert json.loads(out)["output_tokens_per_s"] > capped["output_tokens_per_s"]
+    code, out = run(*args, "--max-num-seqs", "0")
+    assert code == 2 and "--max-num-seqs" in out

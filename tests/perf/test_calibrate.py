@@ -216,3 +216,14 @@ def test_a_bad_video_point_names_its_section_and_field(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"video": [{"id": "x", "model": "wan2.1-t2v-14b", "accelerator": "H100"}]}))
     with pytest.raises(CalibrationError, match="video point x: count: Field required"):
         load_points(path)
+
+
+def test_a_measurement_is_predicted_as_it_was_run(eff: Efficiency, accs: AcceleratorTable) -> None:
+    """The engine's batch limit and the KV precision a row states reach its prediction."""
+    amd = next(p for p in load_points(SHIPPED_POINTS) if p.id == "amd-vllm0102-llama31-70b-8xmi300x-fp8-128-2048")
+    assert isinstance(amd, CalibrationPoint) and amd.max_num_seqs == 3200 and amd.kv_precision == "fp8"
+    as_run = compare([amd], eff, accs)[0]
+    default = compare([amd.model_copy(update={"max_num_seqs": None})], eff, accs)[0]
+    assert as_run.predicted > default.predicted  # 3,200 sequences in flight, where vLLM's default allows 1,024
+    small = compare([amd.model_copy(update={"max_num_seqs": 16})], eff, accs)[0]
+    assert small.predicted < default.predicted

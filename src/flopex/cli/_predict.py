@@ -145,6 +145,12 @@ def llm(
         int | None, typer.Option("--pipeline-parallel", min=1, help="Fix the pipeline stages.")
     ] = None,
     kv_precision: Annotated[str | None, typer.Option("--kv-precision", help="KV cache precision.")] = None,
+    max_num_seqs: Annotated[
+        int | None,
+        typer.Option(
+            "--max-num-seqs", min=1, help="The engine's limit on sequences in flight (default: the engine's)."
+        ),
+    ] = None,
     scenario: Annotated[
         str, typer.Option("--scenario", help="offline, server, interactive or concurrency:K.")
     ] = "offline",
@@ -188,6 +194,7 @@ def llm(
             tensor_parallel=tensor_parallel,
             pipeline_parallel=pipeline_parallel,
             kv_precision=kv,
+            max_batch=max_num_seqs,
         )
         prediction = predict_llm(query, eff)
     except FlopexError as exc:

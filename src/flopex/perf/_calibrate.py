@@ -103,7 +103,10 @@ class CalibrationPoint(_Point):
     count: PositiveInt
     tensor_parallel: PositiveInt | None = None
     precision: Precision
+    kv_precision: Precision | None = Field(None, description="the KV cache's precision, where the run states it")
     engine: Engine
+    engine_version: str | None = Field(None, description="as published, e.g. 'vLLM 0.10.2'")
+    max_num_seqs: PositiveInt | None = Field(None, description="the engine's limit on sequences in flight, as run")
     scenario: str
     slo: _Slo = _Slo()
     input_tokens: PositiveInt
@@ -198,6 +201,8 @@ def _query(point: CalibrationPoint, accelerators: AcceleratorTable) -> LLMQuery:
         scenario=parse_scenario(point.scenario, point.slo.ttft_p99_s, point.slo.tpot_p99_s),
         engine=point.engine,
         tensor_parallel=point.tensor_parallel,
+        kv_precision=point.kv_precision,
+        max_batch=point.max_num_seqs,
     )
 
 

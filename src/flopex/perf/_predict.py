@@ -10,7 +10,7 @@ from typing import Any, Literal
 from flopex.catalog import Accelerator, Precision
 from flopex.errors import DoesNotFitError, PerfError
 from flopex.models import ModelSpec
-from flopex.perf._efficiency import Efficiency, Engine
+from flopex.perf._efficiency import Efficiency, Engine, EngineSettings
 from flopex.perf._memory import (
     BYTES,
     Layout,
@@ -88,6 +88,13 @@ class LLMQuery:
     tensor_parallel: int | None = None
     pipeline_parallel: int | None = None
     kv_precision: Precision | None = None
+    max_batch: int | None = None  # the engine's limit on sequences in flight (vLLM's max_num_seqs); None: its default
+
+
+def engine_settings(q: LLMQuery, eff: Efficiency, engine: Engine) -> EngineSettings:
+    """The engine's settings, with the query's batch limit where it gives one."""
+    settings = eff.engines[engine]
+    return settings if q.max_batch is None else settings.model_copy(update={"max_batch": q.max_batch})
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,7 @@ class Prediction:
             "precision": q.precision,
             "kv_precision": self.kv_precision,
             "engine": self.engine,
+            "max_num_seqs": q.max_batch,
             "scenario": str(q.scenario),
             "input_tokens": q.input_tokens,
             "output_tokens": q.output_tokens,
@@ -171,7 +179,7 @@ class Prediction:
 def replica_for(p: Prediction, eff: Efficiency) -> Replica:
     """The replica a prediction runs on, to evaluate other batches on it."""
     q = p.query
-    settings = eff.engines[p.engine]
+    settings = engine_settings(q, eff, p.engine)
     rates = rates_for(q.accelerator, q.precision, p.kv_precision, p.engine, settings, eff)
     return Replica(q.model, p.layout, rates, p.memory, settings)
 
@@ -318,7 +326,7 @@ def _does_not_fit(q: LLMQuery, eff: Efficiency, engine: Engine, kv: Precision) -
 
 
 def _candidates(q: LLMQuery, eff: Efficiency, engine: Engine, kv: Precision) -> list[Replica]:
-    settings = eff.engines[engine]
+    settings = engine_settings(q, eff, engine)
     rates = rates_for(q.accelerator, q.precision, kv, engine, settings, eff)
     out = []
     for layout in _layouts(q):
