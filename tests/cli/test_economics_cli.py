@@ -85,3 +85,20 @@ def test_a_label_carries_the_regions_grid_where_the_accelerators_power_is_unknow
             assert label["co2e_g_operational"] is None and label["grade"] == "-"
         code, out = run("label", str(EXAMPLES / name), "--format", "svg")
         assert code == 0 and "grid unknown" not in out
+
+
+def test_a_self_hosted_quote_carries_its_cost_interval_and_a_hosted_one_none() -> None:
+    conv = str(EXAMPLES / "conv-assistant.yaml")
+    code, out = run("quote", conv, "--json", "--top", "200")
+    assert code == 0, out
+    rows = json.loads(out)["rows"]
+    offers = [r for r in rows if r["source"] == "offer"]
+    assert offers and any(r["source"] == "hosted" for r in rows)
+    for r in offers:
+        band = r["usd_per_unit_interval"]
+        assert band["low"] < r["usd_per_unit"] < band["high"] and "1/throughput" in band["basis"]
+    assert all("usd_per_unit_interval" not in r for r in rows if r["source"] == "hosted")
+    code, out = run("quote", conv, "--json", "--top", "200", "--confidence", "0.95")
+    wide = {r["offer"]: r["usd_per_unit_interval"] for r in json.loads(out)["rows"] if r["source"] == "offer"}
+    first = offers[0]
+    assert wide[first["offer"]]["low"] < first["usd_per_unit_interval"]["low"]

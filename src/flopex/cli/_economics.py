@@ -36,6 +36,7 @@ from flopex.economics import (
     render_text,
 )
 from flopex.errors import FlopexError
+from flopex.perf import Band, load_bands
 from flopex.workloads import ChatWorkload, Workload, load_workload
 
 __all__ = ["label", "pricesheet", "quote_command"]
@@ -84,8 +85,27 @@ def _label(row: QuoteRow, w: Workload) -> Label:
     return lab
 
 
-def _row_json(row: QuoteRow, w: Workload) -> dict[str, Any]:
-    return {**row.to_json(), "label": _label(row, w).model_dump(mode="json")}
+def _row_json(row: QuoteRow, w: Workload, confidence: float = 0.8) -> dict[str, Any]:
+    out = {**row.to_json(), "label": _label(row, w).model_dump(mode="json")}
+    band = _band(w)
+    if row.source == "offer" and band is not None:  # a hosted API's price per token does not move with speed
+        low, high = band.interval(row.usd_per_unit, confidence)
+        out["usd_per_unit_interval"] = {"low": low, "high": high, "basis": _interval_basis(band, confidence)}
+    return out
+
+
+_REGIME = {"chat": "LLM throughput", "completion": "LLM throughput", "agent": "LLM throughput", "video": "video",
+           "training": "training"}  # fmt: skip
+
+
+def _band(w: Workload) -> Band | None:
+    """The out-of-sample error band of what a self-hosted unit's cost rests on: the throughput of its regime."""
+    regime = _REGIME.get(w.kind)
+    return None if regime is None else load_bands()[regime]
+
+
+def _interval_basis(band: Band, confidence: float) -> str:
+    return f"a unit's cost scales with 1/throughput: {band.basis(confidence)}"
 
 
 _CSV_COLUMNS = (
@@ -148,6 +168,9 @@ def quote_command(
     market_gco2e_per_kwh: MarketGridOption = None,
     catalog: CatalogOption = None,
     calibration: CalibrationOption = None,
+    confidence: Annotated[
+        float, typer.Option("--confidence", min=0.5, max=0.99, help="Two-sided confidence of the cost intervals.")
+    ] = 0.8,
     json: JsonOption = False,
 ) -> None:
     """Cost, SLO, energy and carbon of a workload on every offer that can serve it, ranked; hosted APIs too."""
@@ -155,14 +178,22 @@ def quote_command(
     q = _quote(w, catalog_for(catalog, quiet=True), calibration, market_gco2e_per_kwh)
     if json:
         data = q.to_json(top)
-        data["rows"] = [_row_json(r, w) for r in q.rows[:top]]
+        data["rows"] = [_row_json(r, w, confidence) for r in q.rows[:top]]
         print_json(data)
         return
     if csv_out:
         typer.echo(_csv([r.to_json() for r in q.rows[:top]]), nl=False)
         return
     console = out_console()
-    console.print(_table(q, top))
+    table = _table(q, top)
+    band = _band(w)
+    if band is not None:
+        low, high = band.interval(1.0, confidence)
+        table.caption = (
+            f"Self-hosted $/unit, {confidence:.0%} interval: x{low:.2f} to x{high:.2f} of each row's figure "
+            f"(the model's out-of-sample {band.regime} error, sigma {band.sigma:.2f} over {band.rows} rows)"
+        )
+    console.print(table)
     c = q.crossover
     if c is not None:
         if c.requests_per_s is None:
