@@ -64,10 +64,13 @@ def test_grade_bands(value: float, grade: str) -> None:
 
 def test_per_token_energy_is_within_a_quarter_of_the_published_measurements() -> None:
     checks = check_energy(load_energy_points(shipped_energy_points()), ACCS, load_efficiency(), TABLE)
-    per_token = [c for c in checks if c.metric == "J/output token"]
+    per_token = [c for c in checks if c.metric == "J/output token" and c.point.status == "check"]
     assert len(per_token) == 2
     for c in per_token:
         assert 0.75 <= c.ratio <= 1.25, (c.point.id, c.ratio)
+    # a known miss says why it misses, and does miss (else its mark is stale); uncertain rows are reported only
+    misses = [c for c in checks if c.point.status == "known miss"]
+    assert misses and all(not 0.75 <= c.ratio <= 1.25 for c in misses), [(c.point.id, c.ratio) for c in misses]
     # the InferenceMAX range spans closed loops of several concurrencies; flopex's 4-in-flight point falls
     # inside it. The row at the interactive SLOs is an assumed setting (its `assumed` field): under random
     # arrivals a p99 TTFT of 0.45 s leaves 8k-token prompts a small batch, so it is reported, not asserted.

@@ -43,7 +43,13 @@ class EnergyPoint(BaseModel):
     scope: Literal["gpu", "facility"]
     pue: float = Field(1.0, ge=1.0)
     assumed: str = ""
+    uncertain: str | None = Field(None, description="why the setting is too unsure to hold the model to it")
+    known_miss: str | None = Field(None, description="what the energy model lacks that makes it miss this point")
     source: str = Field(min_length=1)
+
+    @property
+    def status(self) -> str:
+        return "uncertain" if self.uncertain else ("known miss" if self.known_miss else "check")
 
 
 def shipped_energy_points() -> Path:
