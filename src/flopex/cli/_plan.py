@@ -25,7 +25,7 @@ from flopex.cli._common import (
 from flopex.cli._traces import read_trace, trace_paths
 from flopex.economics import EnergyTable, load_energy_table
 from flopex.errors import FlopexError
-from flopex.perf import Efficiency
+from flopex.perf import Efficiency, load_bands
 from flopex.plan import (
     Margins,
     ParetoPoint,
@@ -274,6 +274,14 @@ def plan_command(
     except FlopexError as exc:
         fail(str(exc))
     _show(plan_document(plan, inputs[0], inputs[1]), verified, front, json)
+    if spec_.confidence is None and not json and plan.solution.feasible:
+        chosen = [load_bands()[r] for r in ("LLM throughput", "LLM TTFT", "LLM TPOT")]
+        figures = ", ".join(f"{b.regime} sigma {b.sigma:.2f} over {b.rows} rows" for b in chosen if b is not None)
+        err_console().print(
+            f"Capacities rest on the performance model's predictions; its out-of-sample log error: {figures} "
+            "(flopex calibrate report --cross-validate). --confidence 0.9 plans to hold at its pessimistic end.",
+            highlight=False,
+        )
     if spec_.confidence is not None and not json:
         m = Margins.of(spec_)
         err_console().print(
