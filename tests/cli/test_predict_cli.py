@@ -148,3 +148,17 @@ def test_predict_llm_takes_the_engines_batch_limit() -> None:
     assert json.loads(out)["output_tokens_per_s"] > capped["output_tokens_per_s"]
     code, out = run(*args, "--max-num-seqs", "0")
     assert code == 2 and "--max-num-seqs" in out
+
+
+def test_predict_video_and_training_give_intervals_from_their_regimes() -> None:
+    code, out = run("predict", "video", "--model", "wan2.1-t2v-14b", "--accelerator", "H100-SXM", "--json")
+    assert code == 0, out
+    v = json.loads(out)
+    band = v["intervals"]["seconds_per_video"]
+    assert band["low"] < v["seconds_per_video"] < band["high"] and "video rows" in band["basis"]
+    code, out = run("predict", "training", "--model", "llama-2-70b", "--accelerator", "A100-SXM-80GB", "--count",
+                    "2048", "--tokens", "2e12", "--json")  # fmt: skip
+    assert code == 0, out
+    t = json.loads(out)
+    hours = t["intervals"]["accelerator_hours"]
+    assert hours["low"] < t["accelerator_hours"] < hours["high"] and "training rows" in hours["basis"]

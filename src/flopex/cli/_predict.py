@@ -52,8 +52,7 @@ def _intervals(j: dict[str, Any], confidence: float) -> dict[str, Any]:
     for key, regime in (("output_tokens_per_s", "LLM throughput"), ("ttft_s", "LLM TTFT"), ("tpot_s", "LLM TPOT")):
         band = bands[regime]
         if band is not None:
-            out[key] = {"low": band.interval(j[key], confidence)[0], "high": band.interval(j[key], confidence)[1],
-                        "basis": band.basis(confidence)}  # fmt: skip
+            out[key] = band.described(j[key], confidence)
     return out
 
 

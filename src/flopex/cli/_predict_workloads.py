@@ -25,10 +25,12 @@ from flopex.perf import (
     RETENTIONS,
     AgentQuery,
     AgentSession,
+    Band,
     LLMQuery,
     TrainingQuery,
     VideoPrediction,
     VideoQuery,
+    load_bands,
     parse_scenario,
     predict_agent,
     predict_llm,
@@ -127,6 +129,19 @@ def _video_rows(p: VideoPrediction) -> list[tuple[str, str]]:
     ]
 
 
+_ConfidenceOpt = Annotated[
+    float, typer.Option("--confidence", min=0.5, max=0.99, help="Two-sided confidence of the interval shown (from "
+                        "the model's out-of-sample error, flopex calibrate report --cross-validate).")
+]  # fmt: skip
+
+
+def _within(band: Band | None, value: float, confidence: float) -> str:
+    if band is None:
+        return ""
+    low, high = band.interval(value, confidence)
+    return f" ({confidence:.0%}: {low:,.0f}-{high:,.0f}, from {band.rows} out-of-sample {band.regime} rows)"
+
+
 def video(
     model: Annotated[str, typer.Option("--model", help="Video model id (see `flopex models list`) or generic.")],
     accelerator: _AcceleratorOpt,
@@ -144,6 +159,7 @@ def video(
     layers: Annotated[int | None, typer.Option("--layers", min=1, help="Generic DiT: transformer blocks.")] = None,
     hidden_size: Annotated[int | None, typer.Option("--hidden-size", min=1, help="Generic DiT: width.")] = None,
     offer: _OfferOpt = None,
+    confidence: _ConfidenceOpt = 0.8,
     calibration: CalibrationOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -169,10 +185,14 @@ def video(
         fail(str(exc))
     chosen = _offer(catalog, accelerator, offer)
     price = _price_json(chosen, p.accelerator_seconds_per_video, "video")
+    band = load_bands()["video"]
     if json:
-        print_json({**p.to_json(), "price": price})
+        intervals = {} if band is None else {"seconds_per_video": band.described(p.seconds_per_video, confidence)}
+        print_json({**p.to_json(), "price": price, "intervals": {"confidence": confidence, **intervals}})
         return
     rows = _video_rows(p)
+    if band is not None:
+        rows.insert(1, ("interval", "seconds per video" + _within(band, p.seconds_per_video, confidence)))
     if price is not None:
         per_minute = price["usd_per_video"] * 60 / p.video_seconds
         rows.append(
@@ -267,6 +287,7 @@ def training(
         float | None, typer.Option("--global-batch-tokens", help="Tokens per optimizer step (default 4M).")
     ] = None,
     offer: _OfferOpt = None,
+    confidence: _ConfidenceOpt = 0.8,
     calibration: CalibrationOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -287,13 +308,15 @@ def training(
     except FlopexError as exc:
         fail(str(exc))
     price = _price_json(_offer(catalog, accelerator, offer), p.accelerator_hours * 3600, "run")
+    band = load_bands()["training"]
     if json:
-        print_json({**p.to_json(), "price": price})
+        intervals = {} if band is None else {"accelerator_hours": band.described(p.accelerator_hours, confidence)}
+        print_json({**p.to_json(), "price": price, "intervals": {"confidence": confidence, **intervals}})
         return
     j = p.to_json()
     energy = "unknown (no TDP in the catalog)" if j["energy_kwh"] is None else f"{j['energy_kwh'] / 1e3:,.1f} MWh"
     rows = [
-        ("accelerator-hours", f"{j['accelerator_hours']:,.0f}"),
+        ("accelerator-hours", f"{j['accelerator_hours']:,.0f}" + _within(band, j["accelerator_hours"], confidence)),
         ("wall-clock", f"{j['wall_days']:,.1f} days on {count} x {q.accelerator.id}"),
         ("model FLOPs", f"{j['flops']:.3g} (6 x active parameters + attention, per token)"),
         (

@@ -44,6 +44,11 @@ class Band:
         planned at that confidence is divided by it, a latency multiplied."""
         return math.exp(max(float(student_t.ppf(confidence, df=self.rows)), 0.0) * self.sigma)
 
+    def described(self, value: float, confidence: float) -> dict[str, float | str]:
+        """`value`'s interval for a JSON answer: low, high and the basis."""
+        low, high = self.interval(value, confidence)
+        return {"low": low, "high": high, "basis": self.basis(confidence)}
+
     def basis(self, confidence: float) -> str:
         return (
             f"{confidence:.0%} interval from {self.rows} out-of-sample {self.regime} rows "
