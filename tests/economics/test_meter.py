@@ -133,14 +133,14 @@ def _replay(
     return m, [charges[i] for i in range(len(events))]
 
 
+def _seconds(high: float) -> st.SearchStrategy[float]:
+    """A time as a clock gives it: none, or at least a nanosecond (a float near 1e-308 s leaves products that
+    fall below the smallest normal float, where no sum keeps 12 digits)."""
+    return st.one_of(st.just(0.0), st.floats(1e-9, high, allow_nan=False))
+
+
 _events = st.lists(
-    st.tuples(
-        st.floats(0, 100, allow_nan=False),
-        st.integers(1, 20_000),
-        st.integers(0, 1),
-        st.floats(0, 10, allow_nan=False),
-        st.floats(0, 30, allow_nan=False),
-    ),
+    st.tuples(_seconds(100), st.integers(1, 20_000), st.integers(0, 1), _seconds(10), _seconds(30)),
     min_size=1,
     max_size=40,
 )
