@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flopex.catalog import load_accelerators
-from flopex.gateway import BackendSpec, BackgroundServer, EmulatorFaults, GatewayConfig, create_app, create_emulator
+from flopex.gateway import (
+    BackendSpec,
+    BackgroundServer,
+    EmulatorFaults,
+    GatewayConfig,
+    create_app,
+    create_emulator,
+    free_port,
+)
 from flopex.models import resolve_model
 from flopex.perf import LLMQuery, Replica, Scenario, load_efficiency, predict_llm, replica_for
 
@@ -103,3 +117,35 @@ def http(method: str, url: str, body: Any = None, token: str | None = None, **pa
             return Reply(r.status, r.read().decode(), dict(r.headers))
     except urllib.error.HTTPError as e:
         return Reply(e.code, e.read().decode(), dict(e.headers))
+
+
+class ServeProcess:
+    """`python -m flopex serve --config CONFIG` on a free port, its output appended to `log`; ready once
+    /healthz answers (else the log says why)."""
+
+    def __init__(self, config: Path, log: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "flopex", "serve", "--config", str(config), "--port", str(self.port), *args],
+                stdout=out, stderr=out, env={**os.environ, "COLUMNS": "200"},
+            )  # fmt: skip
+        deadline = time.time() + 60
+        while not self._ready():
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop(signal.SIGKILL)
+                raise AssertionError(f"the gateway did not start; its log:\n{log.read_text()}")
+            time.sleep(0.1)
+
+    def _ready(self) -> bool:
+        try:
+            return http("GET", f"{self.url}/healthz").status == 200
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from flopex.gateway import GatewayConfig, connection_limit, free_port
-from tests.gateway.conftest import MODEL, Server, emulator, http
+from tests.gateway.conftest import MODEL, ServeProcess, Server, emulator, http
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process memory from /proc")
 
@@ -29,40 +28,16 @@ LIMITS = {"max_header_bytes": 16_384, "header_timeout_s": 1.0, "body_timeout_s":
 CHAT = b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
 
 
-class Gateway:
-    """`python -m flopex serve` on a free port, its output in a file."""
+class Gateway(ServeProcess):
+    """`flopex serve` with `config` written to `work`, its output in a log file there."""
 
     def __init__(self, config: dict[str, Any], work: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        path = work / f"gateway-{self.port}.yaml"
+        path = work / f"gateway-{len(list(work.glob('gateway-*.yaml')))}.yaml"
         path.write_text(yaml.safe_dump(config))
-        self.log = work / f"gateway-{self.port}.log"
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flopex", "serve", "--config", str(path), "--port", str(self.port), *args],
-                stdout=out, stderr=out, env={**os.environ, "COLUMNS": "200"},
-            )  # fmt: skip
-        deadline = time.time() + 60
-        while not self._ready():
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.stop(signal.SIGKILL)
-                raise AssertionError(f"the gateway did not start; its log:\n{self.log.read_text()}")
-            time.sleep(0.1)
-
-    def _ready(self) -> bool:
-        try:
-            return http("GET", f"{self.url}/healthz").status == 200
-        except OSError:
-            return False
+        super().__init__(path, path.with_suffix(".log"), *args)
 
     def rss_mb(self) -> float:
         return _rss_mb(self.proc.pid)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=60)
 
 
 @contextmanager

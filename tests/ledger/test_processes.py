@@ -3,10 +3,7 @@ with SIGKILL under load loses no acknowledged request's record and doubles none;
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +15,8 @@ import openai
 import pytest
 import yaml
 
-from flopex.gateway import free_port
 from flopex.ledger import LedgerStore
-from tests.gateway.conftest import MODEL, Server, emulator, http
+from tests.gateway.conftest import MODEL, ServeProcess, Server, emulator, http
 from tests.ledger.conftest import fresh_redis
 
 
@@ -40,35 +36,7 @@ def write_config(path: Path, emu: Server, db: str, journal: Path, redis_url: str
     return path
 
 
-class Gateway:
-    """`python -m flopex serve` on a free port, its stderr in a file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flopex", "serve", "--config", str(config), "--port", str(self.port)],
-            stdout=self.log, stderr=self.log, env={**os.environ, "COLUMNS": "200"},
-        )  # fmt: skip
-        deadline = time.time() + 60
-        while not self._ready():
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.stop(signal.SIGKILL)
-                raise AssertionError(f"the gateway did not start; its log:\n{log.read_text()}")
-            time.sleep(0.1)
-
-    def _ready(self) -> bool:
-        try:
-            return http("GET", f"{self.url}/healthz").status == 200
-        except OSError:
-            return False
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=30)
-        self.log.close()
+Gateway = ServeProcess
 
 
 @contextmanager

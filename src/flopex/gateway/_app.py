@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -14,11 +13,8 @@ import time
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -30,85 +26,24 @@ from starlette.routing import Route
 from flopex.economics import Label, load_energy_table
 from flopex.errors import did_you_mean
 from flopex.gateway import _json
+from flopex.gateway._admin import operator_routes
 from flopex.gateway._backends import BackendState, Pool
 from flopex.gateway._config import BackendSpec, GatewayConfig
 from flopex.gateway._errors import JSONResponse, error_response
 from flopex.gateway._inflight import Call, Retry, Upstream, error_event, unless_left
 from flopex.gateway._labels import MeterCollector, Metering, label_headers
 from flopex.gateway._limits import body_limit
+from flopex.gateway._metrics import Metrics
 from flopex.gateway._openapi import openapi
 from flopex.gateway._prompt import prompt_tokens
 from flopex.gateway._shared import SharedHealth
 from flopex.gateway._tenancy import Admission, Tenancy
-from flopex.gateway._tenant_api import tenant_routes
 from flopex.gateway._transport import Clock, HttpTransport, SystemClock, Transport, UpstreamError, UpstreamReply
 from flopex.gateway._validate import request_problem
 
 __all__ = ["create_app", "error_response"]
 
 log = logging.getLogger("flopex.gateway")
-
-
-@dataclass(frozen=True)
-class _Series:
-    answered: Counter
-    latency: Histogram
-    cost: Counter
-    in_flight: Gauge
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "flopex_requests", "Requests answered", ["model", "backend", "status"], registry=self.registry
-        )
-        self.latency = Histogram("flopex_request_seconds", "Time to the full answer (the stream's end when streaming)",
-                                 ["model"], registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))  # fmt: skip
-        self.retries = Counter(
-            "flopex_retries", "Upstream attempts retried on another backend", ["model"], registry=self.registry
-        )
-        self.ejections = Counter(
-            "flopex_ejections", "Backends ejected after failures", ["backend"], registry=self.registry
-        )
-        self.stream_errors = Counter("flopex_stream_errors", "Streams ended with an error after the first byte",
-                                     ["backend"], registry=self.registry)  # fmt: skip
-        self.in_flight = Gauge("flopex_in_flight", "Requests in flight", ["backend"], registry=self.registry,
-                               multiprocess_mode="livesum")  # fmt: skip
-        self.cost = Counter(
-            "flopex_cost_usd", "Cost of the answers served", ["model", "backend"], registry=self.registry
-        )
-        self.energy = Counter(
-            "flopex_energy_wh", "Energy of the answers served", ["model", "backend"], registry=self.registry
-        )
-        self.refused = Counter("flopex_tenant_refusals", "Requests refused before routing: keys, scopes, rate limits, "
-                               "budgets", ["model", "status"], registry=self.registry)  # fmt: skip
-        self.budget_alerts = Counter(
-            "flopex_budget_alerts", "Requests admitted past a soft budget", ["model"], registry=self.registry
-        )
-        self._series: dict[str, _Series] = {}
-
-    def of(self, spec: BackendSpec) -> _Series:
-        """The series every answer of `spec`'s backend updates, looked up once."""
-        series = self._series.get(spec.id)
-        if series is None:
-            series = self._series[spec.id] = _Series(
-                self.requests.labels(spec.model, spec.id, "200"), self.latency.labels(spec.model),
-                self.cost.labels(spec.model, spec.id), self.in_flight.labels(spec.id),
-            )  # fmt: skip
-        return series
-
-    def exposition(self) -> bytes:
-        """/metrics: this process's series, or, under `flopex serve --workers N` (prometheus_client's multiprocess
-        mode, PROMETHEUS_MULTIPROC_DIR), the counters of every worker summed. A backend's books (its time split
-        into billed, unbilled and idle) need all its requests in one place, so they are shown only by a gateway
-        of one process."""
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
-        return generate_latest(self.registry)
 
 
 class Gateway:
@@ -128,7 +63,7 @@ class Gateway:
         self.pools = {m: Pool.of(m, specs, config.models[m]) for m, specs in backends.items()}
         self.in_flight = 0
         self.rng = random.Random(seed)
-        self.metrics = _Metrics()
+        self.metrics = Metrics()
         self.metering = Metering((s for specs in backends.values() for s in specs), load_energy_table())
         self.metrics.registry.register(MeterCollector(self.metering))
         self.health_task: asyncio.Task[None] | None = None
@@ -746,44 +681,6 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
         ready = all(any(s.available(now) and not s.draining for s in pool.states) for pool in gw.pools.values())
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
-    async def metrics(request: Request) -> Response:
-        if tenancy is not None and not config.metrics_public and not await authorised(request):
-            return error_response(401, "with tenants on, /metrics needs the admin token or an admin key (or "
-                                  "`metrics_public: true`)", "unauthorised")  # fmt: skip
-        return Response(gw.metrics.exposition(), media_type="text/plain; version=0.0.4")
-
-    async def authorised(request: Request) -> bool:
-        """The admin token, or an admin key; with tenancy on there is no open admin API."""
-        header = request.headers.get("authorization", "")
-        if admin_token is not None and hmac.compare_digest(header.encode(), f"Bearer {admin_token}".encode()):
-            return True
-        if tenancy is not None:
-            key = await tenancy.key_for(request)
-            return key is not None and key.admin
-        return admin_token is None
-
-    async def backends_view(request: Request) -> Response:
-        if not await authorised(request):
-            return error_response(401, "admin endpoints need the admin token", "unauthorised")
-        now = gw.clock.now()
-        data = [
-            {"id": s.spec.id, "model": s.spec.model, "in_flight": s.in_flight, "available": s.available(now),
-             "draining": s.draining, "ttft_s": s.ttft, "tpot_s": s.tpot, "served": s.served, "errors": s.errors,
-             "usd_per_token_now": s.usd_per_token(), "books": gw.metering.view(s.spec.id)}
-            for pool in gw.pools.values() for s in pool.states
-        ]  # fmt: skip
-        shared = gw.shared is not None and gw.shared.connected
-        return JSONResponse({"backends": data, "health_shared": shared})
-
-    async def drain(request: Request) -> Response:
-        if not await authorised(request):
-            return error_response(401, "admin endpoints need the admin token", "unauthorised")
-        state = gw.state(request.path_params["backend"])
-        if state is None:
-            return error_response(404, f"no backend {request.path_params['backend']!r}", "backend_not_found")
-        state.draining = request.url.path.endswith("/drain")
-        return JSONResponse({"id": state.spec.id, "draining": state.draining, "in_flight": state.in_flight})
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gw.start()
@@ -804,11 +701,7 @@ def create_app(config: GatewayConfig, backends: Mapping[str, Sequence[BackendSpe
             Route("/openapi.json", lambda request: JSONResponse(openapi(sorted(gw.pools))), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/admin/backends", backends_view, methods=["GET"]),
-            *tenant_routes(tenancy, set(gw.pools), authorised),
-            Route("/admin/backends/{backend}/drain", drain, methods=["POST"]),
-            Route("/admin/backends/{backend}/undrain", drain, methods=["POST"]),
+            *operator_routes(gw, admin_token),
         ],
         lifespan=lifespan,
     )

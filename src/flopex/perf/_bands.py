@@ -13,6 +13,7 @@ The shipped `data/calibration/error-bands.yaml` is written by `flopex calibrate 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,10 +98,18 @@ def bands_from(results: Sequence[CrossValidation], generated: str | None = None)
 
 
 def load_bands(path: Path | None = None) -> ErrorBands:
+    """The bands of a file written by `--write-bands`; the shipped ones (read once) without one."""
     if path is None:
-        text = resources.files("flopex.data").joinpath("calibration/error-bands.yaml").read_text(encoding="utf-8")
-    else:
-        text = path.read_text(encoding="utf-8")
+        return _shipped()
+    return _parse(path.read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _shipped() -> ErrorBands:
+    return _parse(resources.files("flopex.data").joinpath("calibration/error-bands.yaml").read_text(encoding="utf-8"))
+
+
+def _parse(text: str) -> ErrorBands:
     data = yaml.safe_load(text)
     bands = {name: Band(name, float(b["sigma"]), int(b["rows"])) for name, b in data["bands"].items()}
     return ErrorBands(bands, str(data.get("generated", "")))
