@@ -108,8 +108,6 @@ def _cross_validated(paths: list[Path], eff: Efficiency, json: bool, write_bands
     except FlopexError as exc:
         fail(str(exc))
     if write_bands is not None:
-        if not write_bands.parent.is_dir():
-            fail(f"--write-bands {write_bands}: the folder {write_bands.parent} does not exist.")
         write_bands.write_text(bands_from([cv for _, cv in results]).to_yaml(), encoding="utf-8")
         err_console().print(f"wrote the error bands to {write_bands}")
     if json:
@@ -218,6 +216,8 @@ def report(
     eff = efficiency_for(calibration)
     if write_bands is not None and not cross_validate_:
         fail("--write-bands needs --cross-validate: the bands come from the held-out errors.")
+    if write_bands is not None and not write_bands.parent.is_dir():
+        fail(f"--write-bands {write_bands}: the folder {write_bands.parent} does not exist.")
     if cross_validate_:
         _cross_validated(paths, eff, json, write_bands)
         return
